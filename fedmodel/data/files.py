@@ -1,0 +1,85 @@
+"""User-supplied ``.npz`` files with ``x_train, y_train, x_test, y_test`` arrays.
+
+Inputs are converted by :func:`fedmodel.data.arrays.images_to_unit_float` (uint8 is divided by 255,
+``(N, H, W)`` gains a channel axis) and labels by :func:`fedmodel.data.arrays.labels_to_int64`.
+``num_classes`` is ``max(label) + 1`` over both splits.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from fedmodel.data.arrays import images_to_unit_float, labels_to_int64
+from fedmodel.data.dataset import Dataset, DatasetInfo
+from fedmodel.errors import ConfigError
+
+NPZ_KEYS: tuple[str, ...] = ("x_train", "y_train", "x_test", "y_test")
+
+
+def read_npz_arrays(path: str | os.PathLike[str], *, name: str) -> dict[str, np.ndarray]:
+    """Read the four arrays of a dataset ``.npz`` file (no pickles are loaded).
+
+    Raises
+    ------
+    ConfigError
+        When the file is missing, not a valid ``.npz``, or lacks one of :data:`NPZ_KEYS`.
+    """
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ConfigError(f"{name}: expected an .npz file at {p}, but no such file exists")
+    try:
+        with np.load(p, allow_pickle=False) as data:
+            found = sorted(data.files)
+            missing = [k for k in NPZ_KEYS if k not in found]
+            if missing:
+                raise ConfigError(
+                    f"{name}: {p} must contain keys {list(NPZ_KEYS)}; missing {missing}, found {found}"
+                )
+            return {k: np.asarray(data[k]) for k in NPZ_KEYS}
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(
+            f"{name}: could not read {p} as an .npz archive ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def load_npz(path: str | os.PathLike[str]) -> Dataset:
+    """Load a classification dataset from a user ``.npz`` file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        File with keys ``x_train, y_train, x_test, y_test``.
+
+    Returns
+    -------
+    Dataset
+        ``info.name`` is the file name; ``info.input_shape`` and ``info.num_classes`` are inferred.
+    """
+    p = Path(path).expanduser()
+    arrays = read_npz_arrays(p, name=p.name)
+    x_train = images_to_unit_float(arrays["x_train"], name=p.name)
+    x_test = images_to_unit_float(arrays["x_test"], name=p.name)
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise ConfigError(
+            f"{p.name}: x_train and x_test examples must have the same shape, "
+            f"got {x_train.shape[1:]} and {x_test.shape[1:]}"
+        )
+    y_train = labels_to_int64(arrays["y_train"], name=p.name)
+    y_test = labels_to_int64(arrays["y_test"], name=p.name)
+    labels = np.concatenate([y_train, y_test])
+    if labels.size == 0:
+        raise ConfigError(f"{p.name}: expected at least one label, got empty y_train and y_test")
+    num_classes = int(labels.max()) + 1  # labels are >= 0, so this counts every distinct label
+    info = DatasetInfo(
+        name=p.name,
+        input_shape=tuple(int(d) for d in x_train.shape[1:]),
+        num_classes=num_classes,
+        task="classification",
+        source=str(p.resolve()),
+    )
+    return Dataset(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, info=info)
