@@ -1,0 +1,3 @@
+from fedmodel.cli import main
+
+raise SystemExit(main())

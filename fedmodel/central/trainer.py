@@ -1,0 +1,205 @@
+"""Central (single-process or `tf.distribute`) training of a zoo model on a dataset.
+
+The steps of :func:`train`:
+
+1. Validate the request (model, data, shapes, hyperparameters) without TensorFlow: see :mod:`.plan`.
+2. Set the seed, the strategy and the dtype policy; build and compile the model in the strategy's scope.
+3. Hold out a seeded validation split; fit with progress, checkpoints, TensorBoard and early stopping.
+4. Evaluate on the test set (loss, accuracy, macro-F1, AUC) and save the model and ``run.json``.
+
+All outputs go to a staged run directory that appears only when the run finishes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from fedmodel import zoo
+from fedmodel.central import optim
+from fedmodel.central.config import TrainConfig
+from fedmodel.central.plan import Plan, plan_for
+from fedmodel.central.progress import progress_callback
+from fedmodel.central.strategy import apply_precision, float32_outputs, make_strategy, resolve_precision
+from fedmodel.metrics import classification_metrics
+from fedmodel.rundir import check_new_run_dir, staged_run_dir, versions, write_json
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """What a finished run produced."""
+
+    run_dir: Path
+    metrics: dict[str, Any]
+    history: dict[str, list[float]]
+    epochs_run: int
+    seconds: float
+    num_replicas: int
+    precision: str
+
+
+def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded (train, validation) index arrays; validation is empty when ``fraction`` is 0."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = round(n * fraction)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def make_dataset(
+    x: np.ndarray, y: np.ndarray, *, batch_size: int, seed: int, shuffle: bool
+) -> tf.data.Dataset:
+    """A batched ``tf.data`` pipeline; shuffling is seeded and reshuffles every epoch."""
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def build_compiled_model(
+    config: TrainConfig, plan: Plan, *, strategy: tf.distribute.Strategy, steps_per_epoch: int
+) -> tf.keras.Model:
+    """Build the zoo model in ``strategy``'s scope, with float32 outputs, regularization and optimizer."""
+    info = plan.dataset.info
+    with strategy.scope():
+        model = zoo.build_model(
+            config.model,
+            input_shape=info.input_shape,
+            num_classes=info.num_classes,
+            seed=config.seed,
+            **dict(config.hparams),
+        )
+        model = float32_outputs(model)
+        optim.add_weight_regularization(model, l1=config.l1, l2=config.l2)
+        model.compile(
+            optimizer=optim.make_optimizer(config, steps_per_epoch=steps_per_epoch),
+            loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        )
+    return model
+
+
+def _callbacks(
+    config: TrainConfig, out: Path, *, has_validation: bool, steps: int
+) -> list[tf.keras.callbacks.Callback]:
+    monitor = "val_loss" if has_validation else "loss"
+    callbacks = [progress_callback(epochs=config.epochs, steps_per_epoch=steps)]
+    if config.checkpoints:
+        (out / "checkpoints").mkdir()
+        callbacks.append(
+            tf.keras.callbacks.ModelCheckpoint(
+                str(out / "checkpoints" / "best.weights.h5"),
+                monitor=monitor,
+                save_best_only=True,
+                save_weights_only=True,
+            )
+        )
+    if config.tensorboard:
+        callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=str(out / "tensorboard"), profile_batch=0))
+    if config.early_stopping:
+        callbacks.append(
+            tf.keras.callbacks.EarlyStopping(
+                monitor=monitor, patience=config.early_stopping, restore_best_weights=True
+            )
+        )
+    return callbacks
+
+
+def predict_logits(model: tf.keras.Model, x: np.ndarray, *, batch_size: int) -> np.ndarray:
+    """Model logits for ``x`` in float32 numpy."""
+    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
+
+
+def train(config: TrainConfig, *, run_dir: str | Path, plan: Plan | None = None) -> TrainResult:
+    """Train ``config`` and write its run directory; see the module docstring for the steps."""
+    plan = plan or plan_for(config)  # 1. validated before anything is written
+    check_new_run_dir(run_dir)
+    data = plan.dataset
+    start = time.perf_counter()
+
+    # 2. Seed, strategy, precision, model.
+    tf.keras.utils.set_random_seed(config.seed)
+    strategy = make_strategy(config.strategy, logical_devices=config.logical_devices)
+    policy = resolve_precision(config.precision)
+    apply_precision(policy)
+    try:
+        train_idx, val_idx = split_validation(len(data.x_train), config.validation_fraction, config.seed)
+        steps = optim.steps_per_epoch(len(train_idx), config.batch_size)
+        model = build_compiled_model(config, plan, strategy=strategy, steps_per_epoch=steps)
+
+        with staged_run_dir(run_dir) as out:
+            # 3. Fit.
+            train_ds = make_dataset(
+                data.x_train[train_idx],
+                data.y_train[train_idx],
+                batch_size=config.batch_size,
+                seed=config.seed,
+                shuffle=True,
+            )
+            val_ds = (
+                make_dataset(
+                    data.x_train[val_idx],
+                    data.y_train[val_idx],
+                    batch_size=config.batch_size,
+                    seed=0,
+                    shuffle=False,
+                )
+                if len(val_idx)
+                else None
+            )
+            history = model.fit(
+                train_ds,
+                validation_data=val_ds,
+                epochs=config.epochs,
+                verbose=0,
+                callbacks=_callbacks(config, out, has_validation=val_ds is not None, steps=steps),
+            )
+
+            # 4. Evaluate and record.
+            logits = predict_logits(model, data.x_test, batch_size=max(config.batch_size, 256))
+            metrics = classification_metrics(logits, data.y_test, task=data.info.task)
+            model.save(out / "model.keras")
+            seconds = time.perf_counter() - start
+            hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+            result = TrainResult(
+                run_dir=Path(run_dir),
+                metrics=metrics,
+                history=hist,
+                epochs_run=len(next(iter(hist.values()), [])),
+                seconds=seconds,
+                num_replicas=strategy.num_replicas_in_sync,
+                precision=policy,
+            )
+            write_json(out / "run.json", run_record(config, plan, result))
+    finally:
+        apply_precision("float32")
+    return result
+
+
+def run_record(config: TrainConfig, plan: Plan, result: TrainResult) -> dict[str, Any]:
+    """The ``run.json`` document: what ran, on what, with which versions, and what it scored."""
+    info = plan.dataset.info
+    return {
+        "kind": "central",
+        "config": config.to_dict(),
+        "model": {"name": config.model, "task": plan.spec.task, "params": plan.num_params},
+        "dataset": {
+            "name": info.name,
+            "source": info.source,
+            "input_shape": list(info.input_shape),
+            "num_classes": info.num_classes,
+            "train_examples": len(plan.dataset.x_train),
+            "test_examples": len(plan.dataset.x_test),
+        },
+        "strategy": {"name": config.strategy, "replicas": result.num_replicas},
+        "precision": result.precision,
+        "epochs_run": result.epochs_run,
+        "seconds": round(result.seconds, 3),
+        "metrics": result.metrics,
+        "history": result.history,
+        "versions": versions(),
+    }

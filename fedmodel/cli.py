@@ -1,0 +1,225 @@
+"""The ``fedmodel`` command.
+
+Subcommands import what they need when they run: ``fedmodel --help``, ``fedmodel zoo`` and
+``fedmodel datasets`` never import TensorFlow. Bad input gives one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from fedmodel import __version__
+from fedmodel.errors import ConfigError
+
+EXIT_USAGE = 2
+
+
+def parse_assignments(items: Sequence[str], *, flag: str) -> dict[str, Any]:
+    """``["units=64", "hidden=(128, 64)"]`` -> ``{"units": 64, "hidden": (128, 64)}`` (Python literals)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{flag} expects KEY=VALUE, got {item!r}")
+        try:
+            value: Any = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw
+        out[key.strip().replace("-", "_")] = value
+    return out
+
+
+def _print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns))
+    print("  ".join("-" * widths[c] for c in columns))
+    for row in rows:
+        print("  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns))
+
+
+# -- zoo / datasets -------------------------------------------------------------------------------
+
+
+def cmd_zoo(args: argparse.Namespace) -> int:
+    from fedmodel.zoo.registry import describe_models
+
+    rows = describe_models()
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        row["params"] = f"{row['params']:,}"
+    _print_table(rows, ["name", "task", "input", "params", "description"])
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from fedmodel.data import describe_datasets
+
+    rows = describe_datasets()
+    if args.format == "json":
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    columns = list(rows[0].keys()) if rows else []
+    _print_table(rows, columns)
+    return 0
+
+
+# -- train ----------------------------------------------------------------------------------------
+
+
+def _train_config(args: argparse.Namespace) -> Any:
+    from fedmodel.central.config import TrainConfig
+
+    return TrainConfig(
+        model=args.model,
+        dataset=args.dataset,
+        data_path=args.data_path,
+        hparams=parse_assignments(args.hparam, flag="--hparam"),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        optimizer=args.optimizer,
+        learning_rate=args.learning_rate,
+        momentum=args.momentum,
+        l1=args.l1,
+        l2=args.l2,
+        schedule=args.schedule,
+        decay_rate=args.decay_rate,
+        decay_steps_epochs=args.decay_epochs,
+        early_stopping=args.early_stopping,
+        validation_fraction=args.validation_fraction,
+        strategy=args.strategy,
+        logical_devices=args.logical_devices,
+        precision=args.precision,
+        seed=args.seed,
+        max_examples=args.max_examples,
+        seq_len=args.seq_len,
+        download=args.download,
+        tensorboard=not args.no_tensorboard,
+        checkpoints=not args.no_checkpoints,
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from fedmodel.central.plan import plan_for
+    from fedmodel.rundir import check_new_run_dir, default_run_dir
+
+    config = _train_config(args)
+    plan = plan_for(config)  # all input checks, before TensorFlow or any file
+    run_dir = (
+        check_new_run_dir(args.run_dir)
+        if args.run_dir
+        else default_run_dir("train", config.model, config.dataset)
+    )
+    print(
+        f"training {config.model} ({plan.num_params:,} params) on {plan.dataset.info.name} "
+        f"({len(plan.dataset.x_train):,} train / {len(plan.dataset.x_test):,} test) -> {run_dir}",
+        file=sys.stderr,
+    )
+    from fedmodel.central.trainer import train
+
+    result = train(config, run_dir=run_dir, plan=plan)
+    summary = {
+        "run_dir": str(result.run_dir),
+        "epochs_run": result.epochs_run,
+        "seconds": round(result.seconds, 2),
+        "replicas": result.num_replicas,
+        "precision": result.precision,
+        **{k: v for k, v in result.metrics.items()},
+    }
+    if args.format == "json":
+        print(json.dumps(summary, indent=2))
+    else:
+        for key, value in summary.items():
+            shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+            print(f"{key:>12}  {shown}")
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from fedmodel.central.config import OPTIMIZERS, PRECISIONS, SCHEDULES, STRATEGIES
+
+    p = sub.add_parser(
+        "train",
+        help="central training of a zoo model on a dataset",
+        description="Train a zoo model centrally. Example: fedmodel train --model cnn --dataset digits",
+    )
+    p.add_argument("--model", required=True, help="zoo model name (see `fedmodel zoo`)")
+    p.add_argument("--dataset", required=True, help="dataset name (see `fedmodel datasets`) or a .npz file")
+    p.add_argument("--data-path", help="user file (npz, text) or a local copy of a Keras dataset")
+    p.add_argument("--download", action="store_true", help="allow downloading a Keras dataset into its cache")
+    p.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE", help="model hyperparameter")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=64, help="global batch size (default 64)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
+    p.add_argument("--learning-rate", "--lr", type=float, default=1e-3)
+    p.add_argument("--momentum", type=float, default=0.9, help="for momentum and rmsprop")
+    p.add_argument("--l1", type=float, default=0.0, help="L1 weight regularization")
+    p.add_argument("--l2", type=float, default=0.0, help="L2 weight regularization")
+    p.add_argument("--schedule", choices=SCHEDULES, default="constant", help="learning-rate schedule")
+    p.add_argument("--decay-rate", type=float, default=0.5)
+    p.add_argument("--decay-epochs", type=float, default=10.0, help="epochs per decay (exponential, step)")
+    p.add_argument("--early-stopping", type=int, default=0, metavar="PATIENCE", help="epochs; 0 = off")
+    p.add_argument("--validation-fraction", type=float, default=0.1)
+    p.add_argument("--strategy", choices=STRATEGIES, default="default")
+    p.add_argument(
+        "--logical-devices", type=int, default=2, help="logical CPU devices for mirrored without GPUs"
+    )
+    p.add_argument("--precision", choices=PRECISIONS, default="float32")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-examples", type=int, help="cap the examples loaded (text windows)")
+    p.add_argument("--seq-len", type=int, default=80, help="characters per example for text datasets")
+    p.add_argument("--run-dir", help="output directory (default runs/train-MODEL-DATASET-TIME)")
+    p.add_argument("--no-tensorboard", action="store_true")
+    p.add_argument("--no-checkpoints", action="store_true")
+    p.add_argument("--format", choices=("table", "json"), default="table", help="final metrics format")
+    p.set_defaults(func=cmd_train)
+
+
+# -- parser ---------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fedmodel",
+        description="Federated and privacy-preserving training for TensorFlow/Keras.",
+    )
+    parser.add_argument("--version", action="version", version=f"fedmodel {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("zoo", help="list the model zoo")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(func=cmd_zoo)
+
+    p = sub.add_parser("datasets", help="list the datasets")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(func=cmd_datasets)
+
+    _add_train(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except ConfigError as err:
+        print(f"fedmodel: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("fedmodel: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

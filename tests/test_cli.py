@@ -1,0 +1,112 @@
+"""The command line: fast help without TensorFlow, one-line errors with exit code 2, JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fedmodel(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "fedmodel.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
+    )
+
+
+def imports_tensorflow(*argv: str) -> bool:
+    code = (
+        "import sys\nfrom fedmodel.cli import main\n"
+        f"try:\n    main({list(argv)!r})\nexcept SystemExit:\n    pass\n"
+        "print('TF' if 'tensorflow' in sys.modules else 'NOTF', file=sys.stderr)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    return proc.stderr.strip().splitlines()[-1] == "TF"
+
+
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["zoo"], ["zoo", "--format", "json"], ["datasets"], ["train", "--help"]]
+)
+def test_commands_that_do_not_train_do_not_import_tensorflow(argv: list[str]) -> None:
+    assert not imports_tensorflow(*argv)
+
+
+def test_zoo_json_lists_every_model_with_params() -> None:
+    proc = fedmodel("zoo", "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    names = {row["name"] for row in rows}
+    assert {"logreg", "mlp", "cnn", "lenet", "resnet20", "lstm", "transformer"} <= names
+    assert all(isinstance(row["params"], int) and row["params"] > 0 for row in rows)
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragments"),
+    [
+        (["--model", "nope", "--dataset", "digits"], ["'nope'", "cnn"]),
+        (["--model", "cnn", "--dataset", "nope"], ["'nope'", "digits"]),
+        (["--model", "cnn", "--dataset", "digits", "--learning-rate", "-1"], ["learning_rate", "-1"]),
+        (["--model", "cnn", "--dataset", "npz", "--data-path", "VECTORS"], ["cnn", "(5,)"]),
+        (["--model", "lstm", "--dataset", "digits"], ["lstm", "next-token"]),
+        (
+            ["--model", "cnn", "--dataset", "npz", "--data-path", "/nonexistent/file.npz"],
+            ["/nonexistent/file.npz"],
+        ),
+        (["--model", "mlp", "--dataset", "digits", "--hparam", "bogus=3"], ["bogus"]),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_no_run_dir(
+    tmp_path: Path, argv: list[str], fragments: list[str]
+) -> None:
+    vectors = tmp_path / "vectors.npz"  # 5 features: not an image, so an image model must refuse it
+    rng = np.random.default_rng(0)
+    np.savez(
+        vectors,
+        x_train=rng.random((20, 5)),
+        y_train=np.arange(20) % 2,
+        x_test=rng.random((4, 5)),
+        y_test=np.arange(4) % 2,
+    )
+    argv = [str(vectors) if a == "VECTORS" else a for a in argv]
+    proc = fedmodel("train", *argv, "--run-dir", str(tmp_path / "run"), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("fedmodel: error:")]
+    assert len(lines) == 1, proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vectors.npz"]
+    assert "Traceback" not in proc.stderr
+
+
+def test_train_json_prints_only_json_on_stdout(tmp_path: Path) -> None:
+    proc = fedmodel(
+        "train",
+        "--model",
+        "logreg",
+        "--dataset",
+        "synthetic",
+        "--epochs",
+        "2",
+        "--format",
+        "json",
+        "--run-dir",
+        str(tmp_path / "run"),
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads(proc.stdout)
+    assert summary["run_dir"] == str(tmp_path / "run")
+    assert 0 <= summary["accuracy"] <= 1 and summary["epochs_run"] == 2
+    assert (tmp_path / "run" / "run.json").is_file()
+    assert "epoch 2/2" in proc.stderr  # progress went to stderr
