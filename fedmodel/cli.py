@@ -143,38 +143,57 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    from fedmodel.central.config import OPTIMIZERS, PRECISIONS, SCHEDULES, STRATEGIES
+    from fedmodel.central.config import OPTIMIZERS, PRECISIONS, SCHEDULES, STRATEGIES, TrainConfig
+
+    defaults = TrainConfig(model="-", dataset="-")
 
     p = sub.add_parser(
         "train",
         help="central training of a zoo model on a dataset",
         description="Train a zoo model centrally. Example: fedmodel train --model cnn --dataset digits",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--model", required=True, help="zoo model name (see `fedmodel zoo`)")
     p.add_argument("--dataset", required=True, help="dataset name (see `fedmodel datasets`) or a .npz file")
     p.add_argument("--data-path", help="user file (npz, text) or a local copy of a Keras dataset")
     p.add_argument("--download", action="store_true", help="allow downloading a Keras dataset into its cache")
     p.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE", help="model hyperparameter")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=64, help="global batch size (default 64)")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
-    p.add_argument("--learning-rate", "--lr", type=float, default=1e-3)
-    p.add_argument("--momentum", type=float, default=0.9, help="for momentum and rmsprop")
-    p.add_argument("--l1", type=float, default=0.0, help="L1 weight regularization")
-    p.add_argument("--l2", type=float, default=0.0, help="L2 weight regularization")
-    p.add_argument("--schedule", choices=SCHEDULES, default="constant", help="learning-rate schedule")
-    p.add_argument("--decay-rate", type=float, default=0.5)
-    p.add_argument("--decay-epochs", type=float, default=10.0, help="epochs per decay (exponential, step)")
-    p.add_argument("--early-stopping", type=int, default=0, metavar="PATIENCE", help="epochs; 0 = off")
-    p.add_argument("--validation-fraction", type=float, default=0.1)
-    p.add_argument("--strategy", choices=STRATEGIES, default="default")
+    p.add_argument("--epochs", type=int, default=defaults.epochs)
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="global batch size")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer)
+    p.add_argument("--learning-rate", "--lr", type=float, default=defaults.learning_rate)
+    p.add_argument("--momentum", type=float, default=defaults.momentum, help="for momentum and rmsprop")
+    p.add_argument("--l1", type=float, default=defaults.l1, help="L1 weight regularization")
+    p.add_argument("--l2", type=float, default=defaults.l2, help="L2 weight regularization")
+    p.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule, help="learning-rate schedule")
+    p.add_argument("--decay-rate", type=float, default=defaults.decay_rate)
     p.add_argument(
-        "--logical-devices", type=int, default=2, help="logical CPU devices for mirrored without GPUs"
+        "--decay-epochs",
+        type=float,
+        default=defaults.decay_steps_epochs,
+        help="epochs per decay (exponential, step)",
     )
-    p.add_argument("--precision", choices=PRECISIONS, default="float32")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--early-stopping",
+        type=int,
+        default=defaults.early_stopping,
+        metavar="PATIENCE",
+        help="epochs; 0 = off",
+    )
+    p.add_argument("--validation-fraction", type=float, default=defaults.validation_fraction)
+    p.add_argument("--strategy", choices=STRATEGIES, default=defaults.strategy)
+    p.add_argument(
+        "--logical-devices",
+        type=int,
+        default=defaults.logical_devices,
+        help="logical CPU devices for mirrored without GPUs",
+    )
+    p.add_argument("--precision", choices=PRECISIONS, default=defaults.precision)
+    p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--max-examples", type=int, help="cap the examples loaded (text windows)")
-    p.add_argument("--seq-len", type=int, default=80, help="characters per example for text datasets")
+    p.add_argument(
+        "--seq-len", type=int, default=defaults.seq_len, help="characters per example for text datasets"
+    )
     p.add_argument("--run-dir", help="output directory (default runs/train-MODEL-DATASET-TIME)")
     p.add_argument("--no-tensorboard", action="store_true")
     p.add_argument("--no-checkpoints", action="store_true")

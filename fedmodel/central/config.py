@@ -83,10 +83,10 @@ class TrainConfig:
     dataset: str
     data_path: str | None = None
     hparams: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    epochs: int = 10
-    batch_size: int = 64
+    epochs: int = 30
+    batch_size: int = 32
     optimizer: Optimizer = "adam"
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-3
     momentum: float = 0.9
     l1: float = 0.0
     l2: float = 0.0

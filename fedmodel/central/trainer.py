@@ -13,6 +13,8 @@ All outputs go to a staged run directory that appears only when the run finishes
 from __future__ import annotations
 
 import dataclasses
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -109,6 +111,25 @@ def _callbacks(
     return callbacks
 
 
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """True unless this process is a non-chief worker of a multi-worker strategy."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0)
+
+
+def output_dir(strategy: tf.distribute.Strategy, run_dir: str | Path) -> Path:
+    """Where this process writes: the run directory on the chief, a throw-away directory on other workers.
+
+    Every worker must save (Keras collectives need all of them), but only the chief's copy is kept.
+    """
+    if is_chief(strategy):
+        return Path(run_dir)
+    resolver = strategy.cluster_resolver
+    return Path(tempfile.mkdtemp(prefix=f"fedmodel-worker{resolver.task_id}-")) / "run"
+
+
 def predict_logits(model: tf.keras.Model, x: np.ndarray, *, batch_size: int) -> np.ndarray:
     """Model logits for ``x`` in float32 numpy."""
     return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
@@ -131,7 +152,8 @@ def train(config: TrainConfig, *, run_dir: str | Path, plan: Plan | None = None)
         steps = optim.steps_per_epoch(len(train_idx), config.batch_size)
         model = build_compiled_model(config, plan, strategy=strategy, steps_per_epoch=steps)
 
-        with staged_run_dir(run_dir) as out:
+        target = output_dir(strategy, run_dir)
+        with staged_run_dir(target) as out:
             # 3. Fit.
             train_ds = make_dataset(
                 data.x_train[train_idx],
@@ -177,6 +199,8 @@ def train(config: TrainConfig, *, run_dir: str | Path, plan: Plan | None = None)
             write_json(out / "run.json", run_record(config, plan, result))
     finally:
         apply_precision("float32")
+        if target != Path(run_dir):
+            shutil.rmtree(target.parent, ignore_errors=True)
     return result
 
 
