@@ -71,6 +71,49 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_partition(args: argparse.Namespace) -> int:
+    from fedmodel.data import (
+        PartitionConfig,
+        format_label_distribution,
+        label_distribution,
+        load_dataset,
+        partition,
+    )
+
+    config = PartitionConfig(
+        args.scheme,
+        num_clients=args.clients,
+        seed=args.seed,
+        alpha=args.alpha,
+        shards_per_client=args.shards_per_client,
+        min_size=args.min_size,
+    )
+    data = load_dataset(args.dataset, path=args.data_path, seed=args.seed)
+    if data.info.task != "classification" and args.scheme != "natural":
+        raise ConfigError(
+            f"label-based partition summaries need a classification dataset; {args.dataset!r} is not"
+        )
+    parts = partition(config, labels=data.y_train, groups=data.groups_train)
+    if data.info.task != "classification":
+        sizes = [len(p) for p in parts]
+        print(
+            f"{len(parts)} clients; examples per client: min {min(sizes)}, "
+            f"mean {sum(sizes) / len(sizes):.1f}, max {max(sizes)}"
+        )
+        return 0
+    matrix = label_distribution(parts, data.y_train, data.info.num_classes)
+    if args.format == "json":
+        print(json.dumps({"clients": len(parts), "counts": matrix.tolist()}))
+    else:
+        print(format_label_distribution(matrix, max_rows=args.max_rows))
+    if args.plot:
+        from fedmodel.data import plot_label_distribution
+
+        path = plot_label_distribution(matrix, args.plot)
+        print(f"plot written to {path}", file=sys.stderr)
+    return 0
+
+
 # -- train ----------------------------------------------------------------------------------------
 
 
@@ -220,6 +263,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("datasets", help="list the datasets")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(func=cmd_datasets)
+
+    p = sub.add_parser(
+        "partition",
+        help="split a dataset among federated clients and summarize each client's labels",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--data-path")
+    p.add_argument("--scheme", choices=("iid", "dirichlet", "shards", "quantity", "natural"), default="iid")
+    p.add_argument("--clients", type=int, default=10)
+    p.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration (dirichlet, quantity)")
+    p.add_argument("--shards-per-client", type=int, default=2)
+    p.add_argument("--min-size", type=int, default=1, help="fewest examples a client may get")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-rows", type=int, default=20, help="clients shown in the table")
+    p.add_argument("--plot", metavar="PNG", help="write a per-client label-distribution plot")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(func=cmd_partition)
 
     _add_train(sub)
     return parser

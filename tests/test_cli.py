@@ -110,3 +110,19 @@ def test_train_json_prints_only_json_on_stdout(tmp_path: Path) -> None:
     assert 0 <= summary["accuracy"] <= 1 and summary["epochs_run"] == 2
     assert (tmp_path / "run" / "run.json").is_file()
     assert "epoch 2/2" in proc.stderr  # progress went to stderr
+
+
+def test_partition_prints_each_clients_labels_and_writes_a_plot(tmp_path: Path) -> None:
+    plot = tmp_path / "labels.png"
+    proc = fedmodel(
+        "partition", "--dataset", "digits", "--scheme", "shards", "--clients", "10", "--plot", str(plot)
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "10 clients, 1437 examples" in proc.stdout
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    proc = fedmodel(
+        "partition", "--dataset", "digits", "--scheme", "shards", "--clients", "10", "--format", "json"
+    )
+    counts = np.array(json.loads(proc.stdout)["counts"])
+    assert counts.sum() == 1437
+    assert ((counts > 0).sum(axis=1) <= 4).all()  # a label-sorted shard of ~72 spans at most 2 labels
