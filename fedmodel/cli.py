@@ -283,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_partition)
 
     _add_train(sub)
+    from fedmodel.privacy import budget_cli
+
+    budget_cli.register(sub)
     return parser
 
 
@@ -296,6 +299,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"fedmodel: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # e.g. `fedmodel budget ... | head`: the reader left, nothing to report
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("fedmodel: interrupted", file=sys.stderr)
         return 130
