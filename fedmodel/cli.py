@@ -146,6 +146,24 @@ def _train_config(args: argparse.Namespace) -> Any:
         download=args.download,
         tensorboard=not args.no_tensorboard,
         checkpoints=not args.no_checkpoints,
+        privacy=_privacy_config(args),
+    )
+
+
+def _privacy_config(args: argparse.Namespace) -> Any:
+    """DP-SGD settings when ``--noise-multiplier`` or ``--target-epsilon`` is given, else ``None``."""
+    if args.noise_multiplier is None and args.target_epsilon is None:
+        return None
+    from fedmodel.privacy.config import PrivacyConfig
+
+    return PrivacyConfig(
+        l2_norm_clip=args.l2_norm_clip,
+        noise_multiplier=args.noise_multiplier,
+        target_epsilon=args.target_epsilon,
+        delta=args.delta,
+        engine=args.dp_engine,
+        sampling=args.sampling,
+        accountant=args.accountant,
     )
 
 
@@ -165,9 +183,27 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"({len(plan.dataset.x_train):,} train / {len(plan.dataset.x_test):,} test) -> {run_dir}",
         file=sys.stderr,
     )
+    if plan.privacy is not None:
+        pp = plan.privacy
+        print(
+            f"DP-SGD: q={pp.sampling_rate:.5g}, {pp.planned_steps} steps, "
+            f"noise multiplier {pp.noise_multiplier:.4g}"
+            + (" (calibrated)" if pp.calibrated else "")
+            + (f"; the budget allows {pp.max_steps} steps" if pp.budget_limited else ""),
+            file=sys.stderr,
+        )
+        for warning in pp.warnings:
+            print(f"fedmodel: warning: {warning}", file=sys.stderr)
     from fedmodel.central.trainer import train
 
     result = train(config, run_dir=run_dir, plan=plan)
+    if result.privacy and result.privacy["stopped_by_budget"]:
+        print(
+            f"stopped after {result.privacy['steps']} of {result.privacy['planned_steps']} steps: "
+            "the next step "
+            f"would exceed target epsilon {result.privacy['target_epsilon']}",
+            file=sys.stderr,
+        )
     summary = {
         "run_dir": str(result.run_dir),
         "epochs_run": result.epochs_run,
@@ -176,13 +212,24 @@ def cmd_train(args: argparse.Namespace) -> int:
         "precision": result.precision,
         **{k: v for k, v in result.metrics.items()},
     }
+    if result.privacy:
+        summary["epsilon"] = result.privacy["epsilon"]
+        summary["delta"] = result.privacy["delta"]
+        summary["dp_steps"] = result.privacy["steps"]
     if args.format == "json":
         print(json.dumps(summary, indent=2))
     else:
         for key, value in summary.items():
-            shown = f"{value:.4f}" if isinstance(value, float) else str(value)
-            print(f"{key:>12}  {shown}")
+            print(f"{key:>12}  {_show(value)}")
     return 0
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{_show(v)} ({k})" for k, v in value.items())
+    if isinstance(value, float):
+        return f"{value:.4f}" if 1e-3 <= abs(value) < 1e6 or value == 0 else f"{value:.3g}"
+    return str(value)
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -241,6 +288,19 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-tensorboard", action="store_true")
     p.add_argument("--no-checkpoints", action="store_true")
     p.add_argument("--format", choices=("table", "json"), default="table", help="final metrics format")
+    dp = p.add_argument_group(
+        "differential privacy (DP-SGD)",
+        "given --noise-multiplier or --target-epsilon, training is example-level DP",
+    )
+    dp.add_argument("--noise-multiplier", type=float, help="noise std / clip norm (e.g. 1.1)")
+    dp.add_argument(
+        "--target-epsilon", type=float, help="budget; calibrates the noise when no noise is given"
+    )
+    dp.add_argument("--delta", type=float, default=1e-5)
+    dp.add_argument("--l2-norm-clip", type=float, default=1.0, help="per-example gradient L2 bound")
+    dp.add_argument("--dp-engine", choices=("auto", "fast", "vectorized", "tfp"), default="auto")
+    dp.add_argument("--sampling", choices=("poisson", "shuffle"), default="poisson")
+    dp.add_argument("--accountant", choices=("rdp", "pld"), default="rdp", help="enforces --target-epsilon")
     p.set_defaults(func=cmd_train)
 
 

@@ -13,6 +13,7 @@ from types import MappingProxyType
 from typing import Any, Literal, get_args
 
 from fedmodel.errors import ConfigError
+from fedmodel.privacy.config import PrivacyConfig
 
 Optimizer = Literal["sgd", "momentum", "adam", "rmsprop"]
 Schedule = Literal["constant", "cosine", "exponential", "step"]
@@ -74,6 +75,8 @@ class TrainConfig:
     strategy, logical_devices:
         ``mirrored`` uses every local GPU, or, without GPUs, ``logical_devices`` logical CPU devices.
         ``multi-worker`` reads the cluster from ``TF_CONFIG``.
+    privacy:
+        Example-level DP-SGD settings; ``None`` trains without differential privacy.
     precision:
         ``auto`` picks ``mixed_float16`` on GPU and ``float32`` on CPU; ``mixed_bfloat16`` is the CPU mixed
         mode. The loss and metrics are always computed in float32.
@@ -104,6 +107,7 @@ class TrainConfig:
     download: bool = False
     tensorboard: bool = True
     checkpoints: bool = True
+    privacy: PrivacyConfig | None = None
 
     def __post_init__(self) -> None:
         for name in ("model", "dataset"):
@@ -142,4 +146,5 @@ class TrainConfig:
         """A JSON-ready copy (for ``run.json``)."""
         out = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
         out["hparams"] = dict(self.hparams)
+        out["privacy"] = dataclasses.asdict(self.privacy) if self.privacy else None
         return out

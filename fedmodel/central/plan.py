@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 from fedmodel import zoo
 from fedmodel.central.config import TrainConfig
 from fedmodel.data import Dataset, load_dataset
 from fedmodel.errors import ConfigError
+from fedmodel.privacy.dp_plan import PrivatePlan, plan_privacy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,6 +24,7 @@ class Plan:
     spec: zoo.ModelSpec
     dataset: Dataset
     num_params: int
+    privacy: PrivatePlan | None = None
 
 
 def plan_run(
@@ -52,8 +56,11 @@ def plan_run(
 
 
 def plan_for(config: TrainConfig) -> Plan:
-    """The validated plan for a :class:`TrainConfig` (raises ``ConfigError`` on bad input)."""
-    return plan_run(
+    """The validated plan for a :class:`TrainConfig` (raises ``ConfigError`` on bad input).
+
+    With DP-SGD, the privacy plan counts the training examples left after the validation split.
+    """
+    plan = plan_run(
         model=config.model,
         dataset=config.dataset,
         hparams=dict(config.hparams),
@@ -63,3 +70,17 @@ def plan_for(config: TrainConfig) -> Plan:
         seq_len=config.seq_len,
         max_examples=config.max_examples,
     )
+    if config.privacy is None:
+        return plan
+    examples = len(split_validation(len(plan.dataset.x_train), config.validation_fraction, config.seed)[0])
+    private = plan_privacy(
+        config.privacy, examples=examples, batch_size=config.batch_size, epochs=config.epochs
+    )
+    return dataclasses.replace(plan, privacy=private)
+
+
+def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded (train, validation) index arrays; validation is empty when ``fraction`` is 0."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = round(n * fraction)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])

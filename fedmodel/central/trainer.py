@@ -23,12 +23,14 @@ import numpy as np
 import tensorflow as tf
 
 from fedmodel import zoo
-from fedmodel.central import optim
+from fedmodel.central import optim, private
 from fedmodel.central.config import TrainConfig
-from fedmodel.central.plan import Plan, plan_for
+from fedmodel.central.plan import Plan, plan_for, split_validation
 from fedmodel.central.progress import progress_callback
 from fedmodel.central.strategy import apply_precision, float32_outputs, make_strategy, resolve_precision
 from fedmodel.metrics import classification_metrics
+from fedmodel.privacy.accounting import ACCOUNTANTS
+from fedmodel.privacy.dpsgd import DPSGDModel
 from fedmodel.rundir import check_new_run_dir, staged_run_dir, versions, write_json
 
 
@@ -43,13 +45,7 @@ class TrainResult:
     seconds: float
     num_replicas: int
     precision: str
-
-
-def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded (train, validation) index arrays; validation is empty when ``fraction`` is 0."""
-    order = np.random.default_rng(seed).permutation(n)
-    n_val = round(n * fraction)
-    return np.sort(order[n_val:]), np.sort(order[:n_val])
+    privacy: dict[str, Any] | None = None
 
 
 def make_dataset(
@@ -62,27 +58,41 @@ def make_dataset(
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
+def build_model(config: TrainConfig, plan: Plan) -> tf.keras.Model:
+    """The zoo model with float32 outputs and weight regularization (call inside the strategy scope)."""
+    info = plan.dataset.info
+    model = zoo.build_model(
+        config.model,
+        input_shape=info.input_shape,
+        num_classes=info.num_classes,
+        seed=config.seed,
+        **dict(config.hparams),
+    )
+    model = float32_outputs(model)
+    optim.add_weight_regularization(model, l1=config.l1, l2=config.l2)
+    return model
+
+
 def build_compiled_model(
     config: TrainConfig, plan: Plan, *, strategy: tf.distribute.Strategy, steps_per_epoch: int
 ) -> tf.keras.Model:
-    """Build the zoo model in ``strategy``'s scope, with float32 outputs, regularization and optimizer."""
-    info = plan.dataset.info
+    """Build and compile in ``strategy``'s scope; with DP-SGD the result wraps the zoo model."""
     with strategy.scope():
-        model = zoo.build_model(
-            config.model,
-            input_shape=info.input_shape,
-            num_classes=info.num_classes,
-            seed=config.seed,
-            **dict(config.hparams),
-        )
-        model = float32_outputs(model)
-        optim.add_weight_regularization(model, l1=config.l1, l2=config.l2)
+        model = build_model(config, plan)
+        optimizer = optim.make_optimizer(config, steps_per_epoch=steps_per_epoch)
+        if plan.privacy is not None:
+            return private.compile_private(model, config, plan.privacy, optimizer=optimizer)
         model.compile(
-            optimizer=optim.make_optimizer(config, steps_per_epoch=steps_per_epoch),
+            optimizer=optimizer,
             loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         )
     return model
+
+
+def inner_model(model: tf.keras.Model) -> tf.keras.Model:
+    """The zoo model itself (unwrapping DP-SGD's train-step wrapper)."""
+    return model.model if isinstance(model, DPSGDModel) else model
 
 
 def _callbacks(
@@ -149,19 +159,24 @@ def train(config: TrainConfig, *, run_dir: str | Path, plan: Plan | None = None)
     apply_precision(policy)
     try:
         train_idx, val_idx = split_validation(len(data.x_train), config.validation_fraction, config.seed)
-        steps = optim.steps_per_epoch(len(train_idx), config.batch_size)
+        x_train, y_train = data.x_train[train_idx], data.y_train[train_idx]
+        if plan.privacy is None:
+            steps = optim.steps_per_epoch(len(train_idx), config.batch_size)
+            train_ds = make_dataset(
+                x_train, y_train, batch_size=config.batch_size, seed=config.seed, shuffle=True
+            )
+            ledger_cb = None
+        else:
+            steps = private.steps_per_epoch(plan.privacy)
+            train_ds = private.dp_dataset(x_train, y_train, plan.privacy, seed=config.seed)
+            ledger_cb = private.LedgerCallback(
+                private.new_ledger(plan.privacy, steps_per_epoch=steps), plan.privacy
+            )
         model = build_compiled_model(config, plan, strategy=strategy, steps_per_epoch=steps)
 
         target = output_dir(strategy, run_dir)
         with staged_run_dir(target) as out:
             # 3. Fit.
-            train_ds = make_dataset(
-                data.x_train[train_idx],
-                data.y_train[train_idx],
-                batch_size=config.batch_size,
-                seed=config.seed,
-                shuffle=True,
-            )
             val_ds = (
                 make_dataset(
                     data.x_train[val_idx],
@@ -173,18 +188,23 @@ def train(config: TrainConfig, *, run_dir: str | Path, plan: Plan | None = None)
                 if len(val_idx)
                 else None
             )
+            callbacks = _callbacks(config, out, has_validation=val_ds is not None, steps=steps)
+            if ledger_cb is not None:
+                callbacks.insert(0, ledger_cb)  # first, so epsilon is in the logs the others see
             history = model.fit(
                 train_ds,
                 validation_data=val_ds,
                 epochs=config.epochs,
+                steps_per_epoch=steps if ledger_cb is not None else None,
                 verbose=0,
-                callbacks=_callbacks(config, out, has_validation=val_ds is not None, steps=steps),
+                callbacks=callbacks,
             )
 
             # 4. Evaluate and record.
-            logits = predict_logits(model, data.x_test, batch_size=max(config.batch_size, 256))
+            net = inner_model(model)
+            logits = predict_logits(net, data.x_test, batch_size=max(config.batch_size, 256))
             metrics = classification_metrics(logits, data.y_test, task=data.info.task)
-            model.save(out / "model.keras")
+            net.save(out / "model.keras")
             seconds = time.perf_counter() - start
             hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
             result = TrainResult(
@@ -195,13 +215,43 @@ def train(config: TrainConfig, *, run_dir: str | Path, plan: Plan | None = None)
                 seconds=seconds,
                 num_replicas=strategy.num_replicas_in_sync,
                 precision=policy,
+                privacy=None if ledger_cb is None else privacy_summary(ledger_cb, model),
             )
+            if ledger_cb is not None:
+                ledger_cb.ledger.save(out)
             write_json(out / "run.json", run_record(config, plan, result))
     finally:
         apply_precision("float32")
         if target != Path(run_dir):
             shutil.rmtree(target.parent, ignore_errors=True)
     return result
+
+
+def privacy_summary(callback: private.LedgerCallback, model: tf.keras.Model) -> dict[str, Any]:
+    """What the run spent, computed from its ledger (never from the config)."""
+    plan, ledger = callback.plan, callback.ledger
+    delta = plan.privacy.delta
+    spent = ledger.steps > 0 and plan.noise_multiplier > 0
+    return {
+        "unit": "example",
+        "epsilon": {
+            name: ledger.epsilon(delta, name) if spent else (0.0 if not ledger.steps else float("inf"))
+            for name in ACCOUNTANTS
+        },
+        "delta": delta,
+        "noise_multiplier": plan.noise_multiplier,
+        "calibrated": plan.calibrated,
+        "target_epsilon": plan.privacy.target_epsilon,
+        "l2_norm_clip": plan.privacy.l2_norm_clip,
+        "sampling": plan.privacy.sampling,
+        "sampling_rate": plan.sampling_rate,
+        "examples": plan.examples,
+        "steps": ledger.steps,
+        "planned_steps": plan.planned_steps,
+        "stopped_by_budget": callback.stopped_by_budget,
+        "engine": model.engine if isinstance(model, DPSGDModel) else "tfp",
+        "warnings": list(plan.warnings),
+    }
 
 
 def run_record(config: TrainConfig, plan: Plan, result: TrainResult) -> dict[str, Any]:
@@ -224,6 +274,7 @@ def run_record(config: TrainConfig, plan: Plan, result: TrainResult) -> dict[str
         "epochs_run": result.epochs_run,
         "seconds": round(result.seconds, 3),
         "metrics": result.metrics,
+        "privacy": result.privacy,
         "history": result.history,
         "versions": versions(),
     }

@@ -73,12 +73,15 @@ def build(input_shape: Shape, num_classes: int, hp: CNNHparams) -> tf.keras.Mode
 
     layers = tf.keras.layers
     inputs = tf.keras.Input(shape=input_shape)
-    x = layers.Conv2D(16, 8, strides=2, padding="same", activation="relu")(inputs)
+    x = layers.Conv2D(16, 8, strides=2, padding="same")(inputs)
+    x = layers.ReLU()(x)
     x = layers.MaxPool2D(2, 1)(x)
-    x = layers.Conv2D(32, 4, strides=2, padding=conv2_padding(input_shape), activation="relu")(x)
+    x = layers.Conv2D(32, 4, strides=2, padding=conv2_padding(input_shape))(x)
+    x = layers.ReLU()(x)
     x = layers.MaxPool2D(2, 1)(x)
     x = layers.Flatten()(x)
-    x = layers.Dense(32, activation="relu")(x)
+    x = layers.Dense(32)(x)
+    x = layers.ReLU()(x)
     logits = layers.Dense(num_classes, name="logits")(x)
     return tf.keras.Model(inputs, logits, name="cnn")
 

@@ -72,13 +72,17 @@ def build(input_shape: Shape, num_classes: int, hp: LeNetHparams) -> tf.keras.Mo
 
     layers = tf.keras.layers
     inputs = tf.keras.Input(shape=input_shape)
-    x = layers.Conv2D(6, 5, padding="same", activation="relu")(inputs)
+    x = layers.Conv2D(6, 5, padding="same")(inputs)
+    x = layers.ReLU()(x)
     x = layers.AveragePooling2D(2)(x)
-    x = layers.Conv2D(16, 5, padding=conv2_padding(input_shape), activation="relu")(x)
+    x = layers.Conv2D(16, 5, padding=conv2_padding(input_shape))(x)
+    x = layers.ReLU()(x)
     x = layers.AveragePooling2D(2)(x)
     x = layers.Flatten()(x)
-    x = layers.Dense(120, activation="relu")(x)
-    x = layers.Dense(84, activation="relu")(x)
+    x = layers.Dense(120)(x)
+    x = layers.ReLU()(x)
+    x = layers.Dense(84)(x)
+    x = layers.ReLU()(x)
     logits = layers.Dense(num_classes, name="logits")(x)
     return tf.keras.Model(inputs, logits, name="lenet")
 

@@ -52,7 +52,8 @@ def build(input_shape: Shape, num_classes: int, hp: MLPHparams) -> tf.keras.Mode
     inputs = tf.keras.Input(shape=input_shape)
     x = tf.keras.layers.Flatten()(inputs)
     for width in hp.hidden:
-        x = tf.keras.layers.Dense(width, activation="relu")(x)
+        x = tf.keras.layers.Dense(width)(x)
+        x = tf.keras.layers.ReLU()(x)
         if hp.dropout > 0:
             x = tf.keras.layers.Dropout(hp.dropout)(x)
     logits = tf.keras.layers.Dense(num_classes, name="logits")(x)

@@ -109,6 +109,20 @@ def test_no_batch_norm(name: str) -> None:
     assert offenders == []
 
 
+@pytest.mark.parametrize("name", MODELS)
+def test_weighted_layers_have_separate_activations(name: str) -> None:
+    # Dense/Conv2D layers output their pre-activation z; the activation is its own layer. DP-SGD's fast
+    # engine reads dL/dz from the layer output, so an activation folded into the layer would cost a recompute.
+    model = built(name, "default")
+    folded = [
+        layer.name
+        for layer in model.layers
+        if isinstance(layer, tf.keras.layers.Dense | tf.keras.layers.Conv2D)
+        and layer.activation is not tf.keras.activations.linear
+    ]
+    assert folded == []
+
+
 @pytest.mark.parametrize("name", [n for n in MODELS if get_spec(n).task == "next-token"])
 def test_next_token_models_are_causal(name: str) -> None:
     spec = get_spec(name)

@@ -1,0 +1,295 @@
+"""Per-example gradient norms and clipped gradient sums, layer by layer, from one backward pass.
+
+Vocabulary (after Goodfellow 2015, Li et al. 2022 "ghost clipping", Bu et al. 2023 "book-keeping"):
+
+- a layer's **input** ``a`` and the gradient ``g`` of the summed per-example losses with respect to its
+  **pre-activation output** ``z`` are enough to recover every example's gradient of that layer's weights:
+  for a Dense layer ``grad_W[i] = a[i]^T g[i]`` (summed over time steps for sequences);
+- an example's **squared norm** is the sum over layers of the squared Frobenius norms of those per-example
+  gradients, computed without forming them where that is cheaper ("ghost norm": ``|a_i|^2 |g_i|^2``);
+- the **clipped sum** ``sum_i c_i grad[i]`` with ``c_i = min(1, C / norm_i)`` is one more contraction
+  per layer (``a^T (c * g)``), so no second backward pass is needed.
+
+A :class:`LayerTap` describes one layer whose per-example gradients this module can compute. Models whose
+trainable layers are all tappable run DP-SGD at close to the cost of a non-private step; other models use the
+generic vectorized engine (:mod:`fedmodel.privacy.vectorized`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import tensorflow as tf
+
+Grads = list[tf.Tensor]
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerTap:
+    """One trainable layer: how to get its pre-activation gradient and its per-example gradients.
+
+    ``per_example(a, g)`` returns per-example gradients of the layer's trainable weights, as a list of
+    ``(batch, *weight.shape)`` tensors in ``layer.trainable_weights`` order, or ``None`` for a weight whose
+    per-example gradients are not formed; ``sq_norms(a, g)`` returns ``(batch,)`` squared norms over
+    all the layer's weights; ``clipped_sum(a, g, c)`` returns the clipped sums in weight order.
+    """
+
+    layer: tf.keras.layers.Layer
+    sq_norms: Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+    clipped_sum: Callable[[tf.Tensor, tf.Tensor, tf.Tensor], Grads]
+    has_activation: bool
+
+    def pre_activation_grad(self, a: tf.Tensor, y: tf.Tensor, g_y: tf.Tensor) -> tf.Tensor:
+        """``dL/dz`` from the layer input ``a``, its output ``y = act(z)`` and ``dL/dy``."""
+        if not self.has_activation:
+            return g_y
+        z = _linear_part(self.layer, a)
+        with tf.GradientTape() as tape:
+            tape.watch(z)
+            out = self.layer.activation(z)
+        return tape.gradient(out, z, output_gradients=g_y)
+
+
+def _f32(x: tf.Tensor) -> tf.Tensor:
+    return tf.cast(x, tf.float32)
+
+
+def _linear_part(layer: tf.keras.layers.Layer, a: tf.Tensor) -> tf.Tensor:
+    """Recompute ``z`` (before the activation) of a Dense or Conv2D layer from its input."""
+    a = tf.cast(a, layer.compute_dtype)
+    kernel = tf.cast(layer.kernel, layer.compute_dtype)
+    if isinstance(layer, tf.keras.layers.Conv2D):
+        z = tf.nn.conv2d(a, kernel, strides=layer.strides, padding=layer.padding.upper())
+    else:
+        z = tf.tensordot(a, kernel, axes=[[a.shape.rank - 1], [0]])
+    if layer.use_bias:
+        z = z + tf.cast(layer.bias, layer.compute_dtype)
+    return z
+
+
+# -- Dense and Conv2D: a sequence of (input row, output-gradient row) pairs per example ----------------
+
+
+def _as_sequence(a: tf.Tensor, g: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Reshape to (batch, time, features) so dense-on-vectors is the time == 1 case."""
+    batch = tf.shape(a)[0]
+    return tf.reshape(_f32(a), [batch, -1, a.shape[-1]]), tf.reshape(_f32(g), [batch, -1, g.shape[-1]])
+
+
+def _matmul_sq_norms(a: tf.Tensor, g: tf.Tensor, *, use_bias: bool) -> tf.Tensor:
+    """Squared norms of per-example ``sum_t a_t g_t^T`` (and ``sum_t g_t`` for the bias)."""
+    time, d_in, d_out = a.shape[1], a.shape[2], g.shape[2]
+    if time == 1:  # ghost norm: |a|^2 |g|^2
+        sq = tf.reduce_sum(tf.square(a[:, 0]), 1) * tf.reduce_sum(tf.square(g[:, 0]), 1)
+    elif time is not None and time * time * (d_in + d_out) < time * d_in * d_out:
+        aa = tf.einsum("bti,bsi->bts", a, a)  # (batch, time, time)
+        gg = tf.einsum("btj,bsj->bts", g, g)
+        sq = tf.reduce_sum(aa * gg, axis=[1, 2])
+    else:  # form the per-example gradients: cheaper when time^2 exceeds d_in*d_out/(d_in+d_out)
+        per = tf.einsum("bti,btj->bij", a, g)  # (batch, d_in, d_out)
+        sq = tf.reduce_sum(tf.square(per), axis=[1, 2])
+    if use_bias:
+        sq += tf.reduce_sum(tf.square(tf.reduce_sum(g, axis=1)), axis=1)
+    return sq
+
+
+def _matmul_clipped_sum(a: tf.Tensor, g: tf.Tensor, c: tf.Tensor, *, use_bias: bool) -> Grads:
+    gc = g * c[:, None, None]
+    out = [tf.einsum("bti,btj->ij", a, gc)]
+    if use_bias:
+        out.append(tf.reduce_sum(gc, axis=[0, 1]))
+    return out
+
+
+def _dense_tap(layer: tf.keras.layers.Dense) -> LayerTap:
+    def sq_norms(a: tf.Tensor, g: tf.Tensor) -> tf.Tensor:
+        return _matmul_sq_norms(*_as_sequence(a, g), use_bias=layer.use_bias)
+
+    def clipped_sum(a: tf.Tensor, g: tf.Tensor, c: tf.Tensor) -> Grads:
+        return _matmul_clipped_sum(*_as_sequence(a, g), c, use_bias=layer.use_bias)
+
+    return LayerTap(layer, sq_norms, clipped_sum, has_activation=_has_activation(layer))
+
+
+def _patches(layer: tf.keras.layers.Conv2D, a: tf.Tensor) -> tf.Tensor:
+    """Input patches (batch, positions, kh*kw*cin), ordered as the kernel's first three axes."""
+    kh, kw = layer.kernel_size
+    sh, sw = layer.strides
+    p = tf.image.extract_patches(
+        _f32(a),
+        sizes=[1, kh, kw, 1],
+        strides=[1, sh, sw, 1],
+        rates=[1, 1, 1, 1],
+        padding=layer.padding.upper(),
+    )
+    return tf.reshape(p, [tf.shape(a)[0], -1, kh * kw * a.shape[-1]])
+
+
+def _conv_tap(layer: tf.keras.layers.Conv2D) -> LayerTap:
+    kernel_shape = layer.kernel.shape
+
+    def flat_g(g: tf.Tensor) -> tf.Tensor:
+        return tf.reshape(_f32(g), [tf.shape(g)[0], -1, g.shape[-1]])
+
+    def sq_norms(a: tf.Tensor, g: tf.Tensor) -> tf.Tensor:
+        return _matmul_sq_norms(_patches(layer, a), flat_g(g), use_bias=layer.use_bias)
+
+    def clipped_sum(a: tf.Tensor, g: tf.Tensor, c: tf.Tensor) -> Grads:
+        grads = _matmul_clipped_sum(_patches(layer, a), flat_g(g), c, use_bias=layer.use_bias)
+        grads[0] = tf.reshape(grads[0], kernel_shape)
+        return grads
+
+    return LayerTap(layer, sq_norms, clipped_sum, has_activation=_has_activation(layer))
+
+
+# -- Embedding -------------------------------------------------------------------------------------
+
+
+def _embedding_sq_norms(ids: tf.Tensor, g: tf.Tensor) -> tf.Tensor:
+    """|sum_t onehot(id_t) g_t^T|^2 = sum_{t,s} [id_t == id_s] g_t . g_s."""
+    batch = tf.shape(g)[0]
+    ids = tf.reshape(ids, [batch, -1])
+    g = tf.reshape(_f32(g), [batch, tf.shape(ids)[1], g.shape[-1]])
+    same = tf.cast(tf.equal(ids[:, :, None], ids[:, None, :]), tf.float32)  # (batch, time, time)
+    return tf.reduce_sum(same * tf.einsum("btd,bsd->bts", g, g), axis=[1, 2])
+
+
+def _embedding_clipped_sum(ids: tf.Tensor, g: tf.Tensor, c: tf.Tensor, vocab: int) -> tf.Tensor:
+    gc = _f32(g) * tf.reshape(c, [-1] + [1] * (g.shape.rank - 1))
+    return tf.math.unsorted_segment_sum(tf.reshape(gc, [-1, g.shape[-1]]), tf.reshape(ids, [-1]), vocab)
+
+
+def _embedding_tap(layer: tf.keras.layers.Embedding) -> LayerTap:
+    def sq_norms(a: tf.Tensor, g: tf.Tensor) -> tf.Tensor:
+        return _embedding_sq_norms(tf.cast(a, tf.int32), g)
+
+    def clipped_sum(a: tf.Tensor, g: tf.Tensor, c: tf.Tensor) -> Grads:
+        return [_embedding_clipped_sum(tf.cast(a, tf.int32), g, c, layer.input_dim)]
+
+    return LayerTap(layer, sq_norms, clipped_sum, has_activation=False)
+
+
+def _token_position_tap(layer: tf.keras.layers.Layer) -> LayerTap:
+    """fedmodel's TokenAndPositionEmbedding: a token table plus a learned position table."""
+    token_table, position_table = layer.token_embedding, layer.position_embedding
+    weights = [w.ref() for w in layer.trainable_weights]
+    order = [weights.index(token_table.embeddings.ref()), weights.index(position_table.embeddings.ref())]
+
+    def sq_norms(a: tf.Tensor, g: tf.Tensor) -> tf.Tensor:
+        # Position t receives g_t from every example exactly once: its per-example gradient is g itself.
+        return _embedding_sq_norms(tf.cast(a, tf.int32), g) + tf.reduce_sum(tf.square(_f32(g)), axis=[1, 2])
+
+    def clipped_sum(a: tf.Tensor, g: tf.Tensor, c: tf.Tensor) -> Grads:
+        tokens = _embedding_clipped_sum(tf.cast(a, tf.int32), g, c, token_table.input_dim)
+        time = tf.shape(g)[1]
+        positions = tf.reduce_sum(_f32(g) * c[:, None, None], axis=0)  # (time, d)
+        positions = tf.pad(positions, [[0, position_table.input_dim - time], [0, 0]])
+        out: Grads = [tokens, positions]
+        return [out[order.index(i)] for i in range(2)]
+
+    return LayerTap(layer, sq_norms, clipped_sum, has_activation=False)
+
+
+# -- Normalization layers: scale and offset per feature ----------------------------------------------
+
+
+def _affine_norm_tap(layer: tf.keras.layers.Layer, normalize: Callable[[tf.Tensor], tf.Tensor]) -> LayerTap:
+    """LayerNorm / GroupNorm: per-example ``gamma_i = sum g * xhat``, ``beta_i = sum g`` over positions."""
+
+    def per_example(a: tf.Tensor, g: tf.Tensor) -> list[tf.Tensor]:
+        xhat = normalize(_f32(a))
+        batch, features = tf.shape(g)[0], g.shape[-1]
+        g32 = tf.reshape(_f32(g), [batch, -1, features])
+        out = []
+        if layer.scale:
+            out.append(tf.reduce_sum(g32 * tf.reshape(xhat, [batch, -1, features]), axis=1))
+        if layer.center:
+            out.append(tf.reduce_sum(g32, axis=1))
+        return out
+
+    def sq_norms(a: tf.Tensor, g: tf.Tensor) -> tf.Tensor:
+        return tf.add_n([tf.reduce_sum(tf.square(p), axis=1) for p in per_example(a, g)])
+
+    def clipped_sum(a: tf.Tensor, g: tf.Tensor, c: tf.Tensor) -> Grads:
+        return [tf.reduce_sum(p * c[:, None], axis=0) for p in per_example(a, g)]
+
+    return LayerTap(layer, sq_norms, clipped_sum, has_activation=False)
+
+
+def _layer_norm_tap(layer: tf.keras.layers.LayerNormalization) -> LayerTap | None:
+    if list(layer.axis) != [len(layer.input_shape) - 1]:
+        return None
+
+    def normalize(x: tf.Tensor) -> tf.Tensor:
+        mean, var = tf.nn.moments(x, axes=[-1], keepdims=True)
+        return (x - mean) * tf.math.rsqrt(var + layer.epsilon)
+
+    return _affine_norm_tap(layer, normalize)
+
+
+def _group_norm_tap(layer: tf.keras.layers.GroupNormalization) -> LayerTap | None:
+    if layer.axis not in (-1, len(layer.input_shape) - 1):
+        return None
+    groups = layer.groups
+
+    def normalize(x: tf.Tensor) -> tf.Tensor:
+        shape = tf.shape(x)
+        channels = x.shape[-1]
+        grouped = tf.reshape(x, tf.concat([shape[:-1], [groups, channels // groups]], 0))
+        axes = [*list(range(1, x.shape.rank - 1)), x.shape.rank]
+        mean, var = tf.nn.moments(grouped, axes=axes, keepdims=True)
+        return tf.reshape((grouped - mean) * tf.math.rsqrt(var + layer.epsilon), shape)
+
+    return _affine_norm_tap(layer, normalize)
+
+
+def _has_activation(layer: tf.keras.layers.Layer) -> bool:
+    return layer.activation is not tf.keras.activations.linear
+
+
+def tap_for(layer: tf.keras.layers.Layer) -> LayerTap | None:
+    """The tap for ``layer``, or ``None`` when its per-example gradients need the generic engine."""
+    if len(layer._inbound_nodes) != 1:
+        return None
+    kind = type(layer)
+    if kind is tf.keras.layers.Dense:
+        return _dense_tap(layer)
+    if kind is tf.keras.layers.Conv2D:
+        plain = (
+            tuple(layer.dilation_rate) == (1, 1)
+            and layer.groups == 1
+            and layer.data_format == "channels_last"
+        )
+        return _conv_tap(layer) if plain else None
+    if kind is tf.keras.layers.Embedding:
+        return _embedding_tap(layer)
+    if kind is tf.keras.layers.LayerNormalization:
+        return _layer_norm_tap(layer)
+    if kind is tf.keras.layers.GroupNormalization:
+        return _group_norm_tap(layer)
+    if kind.__name__ == "TokenAndPositionEmbedding" and kind.__module__.startswith("fedmodel."):
+        return _token_position_tap(layer)
+    return None
+
+
+def model_taps(model: tf.keras.Model) -> list[LayerTap] | None:
+    """Taps for every trainable layer of a flat functional model, or ``None`` if any is unsupported."""
+    taps = []
+    for layer in model.layers:
+        if not layer.trainable_weights:
+            continue
+        tap = tap_for(layer) if not isinstance(layer, tf.keras.Model) else None
+        if tap is None:
+            return None
+        taps.append(tap)
+    return taps
+
+
+def unsupported_layers(model: tf.keras.Model) -> Sequence[str]:
+    """Names of the trainable layers that the fast engine cannot handle (for messages and reports)."""
+    return [
+        f"{layer.name} ({type(layer).__name__})"
+        for layer in model.layers
+        if layer.trainable_weights and (isinstance(layer, tf.keras.Model) or tap_for(layer) is None)
+    ]
