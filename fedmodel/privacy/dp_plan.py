@@ -67,6 +67,11 @@ def plan_privacy(privacy: PrivacyConfig, *, examples: int, batch_size: int, epoc
                 accountant=privacy.accountant,
             ),
         )
+        if max_steps == 0:
+            raise ConfigError(
+                f"target epsilon {privacy.target_epsilon} at delta {privacy.delta} does not allow even one step "
+                f"with noise multiplier {z} and q={q:.4g}; raise the noise or the target"
+            )
     warning = warn_delta(privacy.delta, examples)
     return PrivatePlan(
         privacy=privacy,
