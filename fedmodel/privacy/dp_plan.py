@@ -69,8 +69,8 @@ def plan_privacy(privacy: PrivacyConfig, *, examples: int, batch_size: int, epoc
         )
         if max_steps == 0:
             raise ConfigError(
-                f"target epsilon {privacy.target_epsilon} at delta {privacy.delta} does not allow even one step "
-                f"with noise multiplier {z} and q={q:.4g}; raise the noise or the target"
+                f"target epsilon {privacy.target_epsilon} at delta {privacy.delta} does not allow even one "
+                f"step with noise multiplier {z} and q={q:.4g}; raise the noise or the target"
             )
     warning = warn_delta(privacy.delta, examples)
     return PrivatePlan(

@@ -72,8 +72,8 @@ def test_calibrated_run_spends_at_most_its_target(tmp_path: Path) -> None:
 
 def test_poisson_batches_vary_but_the_step_is_traced_once(tmp_path: Path) -> None:
     from fedmodel.central import private
-    from fedmodel.central.trainer import build_compiled_model
     from fedmodel.central.strategy import make_strategy
+    from fedmodel.central.trainer import build_compiled_model
 
     privacy = PrivacyConfig(noise_multiplier=1.0)
     config = TrainConfig(model="mlp", dataset="synthetic", epochs=2, batch_size=40, privacy=privacy, **FAST)
