@@ -31,7 +31,6 @@ def new_ledger(plan: PrivatePlan, *, steps_per_epoch: int) -> PrivacyLedger:
         notes=[
             f"l2_norm_clip {plan.privacy.l2_norm_clip}",
             f"noise_multiplier {plan.noise_multiplier:.6g}" + (" (calibrated)" if plan.calibrated else ""),
-            f"engine {plan.privacy.engine}",
         ],
     )
 

@@ -173,6 +173,8 @@ def train(config: TrainConfig, *, run_dir: str | Path, plan: Plan | None = None)
                 private.new_ledger(plan.privacy, steps_per_epoch=steps), plan.privacy
             )
         model = build_compiled_model(config, plan, strategy=strategy, steps_per_epoch=steps)
+        if ledger_cb is not None:
+            ledger_cb.ledger.notes.append(f"engine {engine_name(model)}, sampling {plan.privacy.sampling}")  # type: ignore[union-attr]
 
         target = output_dir(strategy, run_dir)
         with staged_run_dir(target) as out:
@@ -227,6 +229,11 @@ def train(config: TrainConfig, *, run_dir: str | Path, plan: Plan | None = None)
     return result
 
 
+def engine_name(model: tf.keras.Model) -> str:
+    """``fast`` or ``vectorized`` (fedmodel's DP-SGD), or ``tfp`` (tensorflow-privacy's optimizer)."""
+    return model.engine if isinstance(model, DPSGDModel) else "tfp"
+
+
 def privacy_summary(callback: private.LedgerCallback, model: tf.keras.Model) -> dict[str, Any]:
     """What the run spent, computed from its ledger (never from the config)."""
     plan, ledger = callback.plan, callback.ledger
@@ -249,7 +256,7 @@ def privacy_summary(callback: private.LedgerCallback, model: tf.keras.Model) -> 
         "steps": ledger.steps,
         "planned_steps": plan.planned_steps,
         "stopped_by_budget": callback.stopped_by_budget,
-        "engine": model.engine if isinstance(model, DPSGDModel) else "tfp",
+        "engine": engine_name(model),
         "warnings": list(plan.warnings),
     }
 
