@@ -90,9 +90,7 @@ def cmd_partition(args: argparse.Namespace) -> int:
     )
     data = load_dataset(args.dataset, path=args.data_path, seed=args.seed)
     if data.info.task != "classification" and args.scheme != "natural":
-        raise ConfigError(
-            f"label-based partition summaries need a classification dataset; {args.dataset!r} is not"
-        )
+        raise ConfigError(f"label-based partition summaries need a classification dataset; {args.dataset!r} is not")
     parts = partition(config, labels=data.y_train, groups=data.groups_train)
     if data.info.task != "classification":
         sizes = [len(p) for p in parts]
@@ -112,6 +110,63 @@ def cmd_partition(args: argparse.Namespace) -> int:
         path = plot_label_distribution(matrix, args.plot)
         print(f"plot written to {path}", file=sys.stderr)
     return 0
+
+
+# -- simulate / demo ------------------------------------------------------------------------------
+
+
+def cmd_simulate(args: argparse.Namespace, *, base: dict[str, Any] | None = None) -> int:
+    from fedmodel.federated.simulate import read_settings, settings_to_config
+    from fedmodel.rundir import default_run_dir
+
+    values = {**(base or {}), **read_settings(getattr(args, "config", None))}
+    values.update(parse_assignments(args.set, flag="--set"))
+    if args.run_dir:
+        values["run-dir"] = args.run_dir
+    config = settings_to_config(values)
+    if config.run_dir is None:
+        import dataclasses
+
+        run_dir = default_run_dir("federated", config.model, config.dataset)
+        config = dataclasses.replace(config, run_dir=str(run_dir))
+    print(
+        f"federated: {config.model} on {config.dataset}, {config.num_clients} clients ({config.partition}), "
+        f"{config.clients_per_round} per round, {config.rounds} rounds, {config.strategy}"
+        + (f", client-level DP z={config.dp_noise} clip={config.dp_clip}" if config.client_dp else "")
+        + f" -> {config.run_dir}",
+        file=sys.stderr,
+    )
+    from fedmodel.federated.simulate import run_simulation
+
+    run_simulation(config)
+    import json as _json
+    from pathlib import Path
+
+    record_path = Path(str(config.run_dir)) / "run.json"
+    if not record_path.is_file():
+        print("fedmodel: error: the simulation ended without a result (see the log above)", file=sys.stderr)
+        return 1
+    record = _json.loads(record_path.read_text())
+    if args.format == "json":
+        print(
+            _json.dumps({"run_dir": config.run_dir, "final": record["final"], "privacy": record["privacy"]}, indent=2)
+        )
+    else:
+        from fedmodel.federated.report import rounds_table
+
+        print(rounds_table(record["rounds"], markdown=False))
+        if record.get("privacy"):
+            eps = record["privacy"]["epsilon"]
+            print(f"client-level DP: epsilon {_show(eps)} at delta {config.delta} (unit: one client)")
+        print(f"report: {config.run_dir}/report.md")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from fedmodel.federated.simulate import DEMO
+
+    args.config = None
+    return cmd_simulate(args, base=DEMO)
 
 
 # -- train ----------------------------------------------------------------------------------------
@@ -174,9 +229,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = _train_config(args)
     plan = plan_for(config)  # all input checks, before TensorFlow or any file
     run_dir = (
-        check_new_run_dir(args.run_dir)
-        if args.run_dir
-        else default_run_dir("train", config.model, config.dataset)
+        check_new_run_dir(args.run_dir) if args.run_dir else default_run_dir("train", config.model, config.dataset)
     )
     print(
         f"training {config.model} ({plan.num_params:,} params) on {plan.dataset.info.name} "
@@ -281,9 +334,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default=defaults.precision)
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--max-examples", type=int, help="cap the examples loaded (text windows)")
-    p.add_argument(
-        "--seq-len", type=int, default=defaults.seq_len, help="characters per example for text datasets"
-    )
+    p.add_argument("--seq-len", type=int, default=defaults.seq_len, help="characters per example for text datasets")
     p.add_argument("--run-dir", help="output directory (default runs/train-MODEL-DATASET-TIME)")
     p.add_argument("--no-tensorboard", action="store_true")
     p.add_argument("--no-checkpoints", action="store_true")
@@ -293,9 +344,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "given --noise-multiplier or --target-epsilon, training is example-level DP",
     )
     dp.add_argument("--noise-multiplier", type=float, help="noise std / clip norm (e.g. 1.1)")
-    dp.add_argument(
-        "--target-epsilon", type=float, help="budget; calibrates the noise when no noise is given"
-    )
+    dp.add_argument("--target-epsilon", type=float, help="budget; calibrates the noise when no noise is given")
     dp.add_argument("--delta", type=float, default=1e-5)
     dp.add_argument("--l2-norm-clip", type=float, default=1.0, help="per-example gradient L2 bound")
     dp.add_argument("--dp-engine", choices=("auto", "fast", "vectorized", "tfp"), default="auto")
@@ -343,6 +392,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_partition)
 
     _add_train(sub)
+
+    p = sub.add_parser(
+        "simulate",
+        help="federated simulation on Flower (CONFIG.toml plus --set overrides)",
+        description="Run a federated experiment on Flower's simulation engine. Settings are kebab-case keys: "
+        "model, dataset, num-clients, clients-per-round, rounds, partition, alpha, local-epochs, local-batch-size, "
+        "client-lr, strategy, dp-noise, dp-clip, target-epsilon, delta, ... (see simulations/*.toml).",
+    )
+    p.add_argument("config", nargs="?", help="TOML file with the settings")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
+    p.add_argument("--run-dir", help="output directory; an existing run directory is resumed")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("demo", help="DP-FedAvg on the embedded digits with non-IID clients (a few minutes)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
+    p.add_argument("--run-dir", help="output directory")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(func=cmd_demo)
+
     from fedmodel.privacy import budget_cli
 
     budget_cli.register(sub)

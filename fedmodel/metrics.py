@@ -31,9 +31,7 @@ def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(log_norm - z[np.arange(len(y)), y]))
 
 
-def classification_metrics(
-    logits: np.ndarray, labels: np.ndarray, *, task: str = "classification"
-) -> dict[str, Any]:
+def classification_metrics(logits: np.ndarray, labels: np.ndarray, *, task: str = "classification") -> dict[str, Any]:
     """``loss``, ``accuracy`` and, for classification, ``macro_f1`` and ``auc`` (one-vs-rest, macro).
 
     ``auc`` is ``None`` when it is undefined: a test set that lacks some class.

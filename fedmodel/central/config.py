@@ -32,12 +32,7 @@ def _choice(field: str, value: str, allowed: tuple[str, ...]) -> None:
 
 
 def _positive(field: str, value: float) -> None:
-    if (
-        not isinstance(value, int | float)
-        or isinstance(value, bool)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{field} must be a positive number, got {value!r}")
 
 
@@ -120,9 +115,7 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
         if not isinstance(self.early_stopping, int) or self.early_stopping < 0:
             raise ConfigError(f"early_stopping must be an integer >= 0 (epochs), got {self.early_stopping!r}")
-        if self.max_examples is not None and (
-            not isinstance(self.max_examples, int) or self.max_examples < 1
-        ):
+        if self.max_examples is not None and (not isinstance(self.max_examples, int) or self.max_examples < 1):
             raise ConfigError(f"max_examples must be an integer >= 1 or None, got {self.max_examples!r}")
         _positive("learning_rate", self.learning_rate)
         _positive("decay_steps_epochs", self.decay_steps_epochs)

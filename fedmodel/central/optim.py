@@ -54,9 +54,9 @@ def add_weight_regularization(model: tf.keras.Model, *, l1: float, l2: float) ->
 
     def penalty(weight: tf.Variable) -> tf.Tensor:
         w = tf.cast(weight, tf.float32)
-        return tf.constant(l1, tf.float32) * tf.reduce_sum(tf.abs(w)) + tf.constant(
-            l2, tf.float32
-        ) * tf.reduce_sum(tf.square(w))
+        return tf.constant(l1, tf.float32) * tf.reduce_sum(tf.abs(w)) + tf.constant(l2, tf.float32) * tf.reduce_sum(
+            tf.square(w)
+        )
 
     for kernel in kernels:
         model.add_loss(lambda kernel=kernel: penalty(kernel))

@@ -73,9 +73,7 @@ def plan_for(config: TrainConfig) -> Plan:
     if config.privacy is None:
         return plan
     examples = len(split_validation(len(plan.dataset.x_train), config.validation_fraction, config.seed)[0])
-    private = plan_privacy(
-        config.privacy, examples=examples, batch_size=config.batch_size, epochs=config.epochs
-    )
+    private = plan_privacy(config.privacy, examples=examples, batch_size=config.batch_size, epochs=config.epochs)
     return dataclasses.replace(plan, privacy=private)
 
 

@@ -67,9 +67,7 @@ def dp_dataset(x: np.ndarray, y: np.ndarray, plan: PrivatePlan, *, seed: int) ->
     """Endless ``(x, y, mask)`` batches as the plan's sampling asks."""
     if plan.privacy.sampling == "poisson":
         return poisson_batches(x, y, sampling_rate=plan.sampling_rate, seed=seed)
-    return shuffled_batches(
-        x, y, batch_size=plan.batch_size, seed=seed, drop_remainder=plan.privacy.engine == "tfp"
-    )
+    return shuffled_batches(x, y, batch_size=plan.batch_size, seed=seed, drop_remainder=plan.privacy.engine == "tfp")
 
 
 def steps_per_epoch(plan: PrivatePlan) -> int:

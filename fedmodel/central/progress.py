@@ -51,9 +51,7 @@ class ProgressBar(tf.keras.callbacks.Callback):
         self._bar: tqdm | None = None
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self._bar = tqdm(
-            total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.epochs}", file=self.stream
-        )
+        self._bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.epochs}", file=self.stream)
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         if self._bar is not None:

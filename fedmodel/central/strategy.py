@@ -48,9 +48,7 @@ def make_strategy(name: StrategyName, *, logical_devices: int = 2) -> tf.distrib
     if name == "one-device":
         return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
     if name == "mirrored":
-        devices = (
-            [d.name for d in tf.config.list_logical_devices("GPU")] if gpus else split_cpu(logical_devices)
-        )
+        devices = [d.name for d in tf.config.list_logical_devices("GPU")] if gpus else split_cpu(logical_devices)
         return tf.distribute.MirroredStrategy(devices=devices)
     if name == "multi-worker":
         raw = os.environ.get("TF_CONFIG")

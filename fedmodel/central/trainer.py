@@ -48,9 +48,7 @@ class TrainResult:
     privacy: dict[str, Any] | None = None
 
 
-def make_dataset(
-    x: np.ndarray, y: np.ndarray, *, batch_size: int, seed: int, shuffle: bool
-) -> tf.data.Dataset:
+def make_dataset(x: np.ndarray, y: np.ndarray, *, batch_size: int, seed: int, shuffle: bool) -> tf.data.Dataset:
     """A batched ``tf.data`` pipeline; shuffling is seeded and reshuffles every epoch."""
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     if shuffle:
@@ -114,9 +112,7 @@ def _callbacks(
         callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=str(out / "tensorboard"), profile_batch=0))
     if config.early_stopping:
         callbacks.append(
-            tf.keras.callbacks.EarlyStopping(
-                monitor=monitor, patience=config.early_stopping, restore_best_weights=True
-            )
+            tf.keras.callbacks.EarlyStopping(monitor=monitor, patience=config.early_stopping, restore_best_weights=True)
         )
     return callbacks
 
@@ -162,16 +158,12 @@ def train(config: TrainConfig, *, run_dir: str | Path, plan: Plan | None = None)
         x_train, y_train = data.x_train[train_idx], data.y_train[train_idx]
         if plan.privacy is None:
             steps = optim.steps_per_epoch(len(train_idx), config.batch_size)
-            train_ds = make_dataset(
-                x_train, y_train, batch_size=config.batch_size, seed=config.seed, shuffle=True
-            )
+            train_ds = make_dataset(x_train, y_train, batch_size=config.batch_size, seed=config.seed, shuffle=True)
             ledger_cb = None
         else:
             steps = private.steps_per_epoch(plan.privacy)
             train_ds = private.dp_dataset(x_train, y_train, plan.privacy, seed=config.seed)
-            ledger_cb = private.LedgerCallback(
-                private.new_ledger(plan.privacy, steps_per_epoch=steps), plan.privacy
-            )
+            ledger_cb = private.LedgerCallback(private.new_ledger(plan.privacy, steps_per_epoch=steps), plan.privacy)
         model = build_compiled_model(config, plan, strategy=strategy, steps_per_epoch=steps)
         if ledger_cb is not None:
             ledger_cb.ledger.notes.append(f"engine {engine_name(model)}, sampling {plan.privacy.sampling}")  # type: ignore[union-attr]

@@ -58,9 +58,7 @@ class DatasetInfo:
         if not self.name:
             raise ConfigError("DatasetInfo.name must be a non-empty string, got ''")
         if not self.input_shape or any(int(d) < 1 for d in self.input_shape):
-            raise ConfigError(
-                f"input_shape must be a non-empty tuple of positive ints, got {self.input_shape}"
-            )
+            raise ConfigError(f"input_shape must be a non-empty tuple of positive ints, got {self.input_shape}")
         if self.num_classes < 1:
             raise ConfigError(f"num_classes must be >= 1, got {self.num_classes}")
         if self.task not in TASKS:
@@ -70,9 +68,7 @@ class DatasetInfo:
                 f"class_names must have num_classes={self.num_classes} entries, got {len(self.class_names)}"
             )
         if self.vocab is not None and len(self.vocab) != self.num_classes:
-            raise ConfigError(
-                f"vocab must have num_classes={self.num_classes} characters, got {len(self.vocab)}"
-            )
+            raise ConfigError(f"vocab must have num_classes={self.num_classes} characters, got {len(self.vocab)}")
 
 
 @dataclass(frozen=True)
@@ -136,6 +132,5 @@ def _check_targets(name: str, split: str, y: np.ndarray, info: DatasetInfo) -> N
         raise ConfigError(f"{name}: y_{split} must have shape (N,) for classification, got {y.shape}")
     if y.size and (int(y.min()) < 0 or int(y.max()) >= info.num_classes):
         raise ConfigError(
-            f"{name}: y_{split} values must lie in [0, {info.num_classes}), "
-            f"got range [{int(y.min())}, {int(y.max())}]"
+            f"{name}: y_{split} values must lie in [0, {info.num_classes}), got range [{int(y.min())}, {int(y.max())}]"
         )

@@ -57,9 +57,7 @@ def load_mnist5k(*, seed: int = 0) -> Dataset:
     with gzip.open(path, "rt") as f:
         table = np.loadtxt(f, delimiter=",", dtype=np.uint8)
     if table.ndim != 2 or table.shape[1] != 28 * 28 + 1:
-        raise ConfigError(
-            f"mnist5k: expected rows of 785 values (784 pixels + label) in {path}, got {table.shape}"
-        )
+        raise ConfigError(f"mnist5k: expected rows of 785 values (784 pixels + label) in {path}, got {table.shape}")
     x = (table[:, :-1].astype(np.float32) / np.float32(255.0)).reshape(-1, 28, 28, 1)
     y = table[:, -1].astype(np.int64)
     info = DatasetInfo(

@@ -35,16 +35,12 @@ def read_npz_arrays(path: str | os.PathLike[str], *, name: str) -> dict[str, np.
             found = sorted(data.files)
             missing = [k for k in NPZ_KEYS if k not in found]
             if missing:
-                raise ConfigError(
-                    f"{name}: {p} must contain keys {list(NPZ_KEYS)}; missing {missing}, found {found}"
-                )
+                raise ConfigError(f"{name}: {p} must contain keys {list(NPZ_KEYS)}; missing {missing}, found {found}")
             return {k: np.asarray(data[k]) for k in NPZ_KEYS}
     except (OSError, ValueError) as exc:
         if isinstance(exc, ConfigError):
             raise
-        raise ConfigError(
-            f"{name}: could not read {p} as an .npz archive ({type(exc).__name__}: {exc})"
-        ) from exc
+        raise ConfigError(f"{name}: could not read {p} as an .npz archive ({type(exc).__name__}: {exc})") from exc
 
 
 def load_npz(path: str | os.PathLike[str]) -> Dataset:

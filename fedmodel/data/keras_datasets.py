@@ -86,9 +86,7 @@ def keras_datasets_dir() -> Path:
     return keras_cache_dir() / "datasets"
 
 
-def load_keras_dataset(
-    name: str, *, path: str | os.PathLike[str] | None = None, download: bool = False
-) -> Dataset:
+def load_keras_dataset(name: str, *, path: str | os.PathLike[str] | None = None, download: bool = False) -> Dataset:
     """Load ``mnist``, ``fashion_mnist``, ``cifar10`` or ``cifar100`` (fine labels).
 
     Parameters
@@ -180,14 +178,10 @@ def _parse_mnist(location: Path) -> Arrays:
 
 def _parse_fashion(location: Path) -> Arrays:
     if not location.is_dir():
-        raise ConfigError(
-            f"fashion_mnist: expected a directory holding {list(_FASHION_FILES)}, got file {location}"
-        )
+        raise ConfigError(f"fashion_mnist: expected a directory holding {list(_FASHION_FILES)}, got file {location}")
     missing = [f for f in _FASHION_FILES if not (location / f).is_file()]
     if missing:
-        raise ConfigError(
-            f"fashion_mnist: {location} lacks {missing}; expected all of {list(_FASHION_FILES)}"
-        )
+        raise ConfigError(f"fashion_mnist: {location} lacks {missing}; expected all of {list(_FASHION_FILES)}")
 
     def read(fname: str, offset: int) -> np.ndarray:
         with gzip.open(location / fname, "rb") as f:
@@ -211,9 +205,7 @@ def _cifar_reader(location: Path, *, name: str, members: tuple[str, ...]) -> dic
                 out[m] = _decode(pickle.load(f, encoding="bytes"))
         return out
     if not tarfile.is_tarfile(location):
-        raise ConfigError(
-            f"{name}: expected a directory or .tar.gz archive holding {list(members)}, got {location}"
-        )
+        raise ConfigError(f"{name}: expected a directory or .tar.gz archive holding {list(members)}, got {location}")
     with tarfile.open(location, "r:*") as tar:
         by_base = {Path(t.name).name: t for t in tar.getmembers() if t.isfile()}
         missing = [m for m in members if m not in by_base]

@@ -73,11 +73,7 @@ class PartitionConfig:
     def __post_init__(self) -> None:
         if self.scheme not in SCHEMES:
             raise ConfigError(f"partition scheme must be one of {list(SCHEMES)}, got {self.scheme!r}")
-        if (
-            isinstance(self.num_clients, bool)
-            or not isinstance(self.num_clients, int)
-            or self.num_clients < 1
-        ):
+        if isinstance(self.num_clients, bool) or not isinstance(self.num_clients, int) or self.num_clients < 1:
             raise ConfigError(f"num_clients must be an int >= 1, got {self.num_clients!r}")
         if self.seed < 0:
             raise ConfigError(f"seed must be >= 0, got {self.seed}")
@@ -172,9 +168,7 @@ def _need(array: np.ndarray | None, what: str, scheme: str) -> np.ndarray:
 
 def _int_labels(labels: np.ndarray) -> np.ndarray:
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise ConfigError(
-            f"labels must be a 1-D integer array, got shape {labels.shape} dtype {labels.dtype}"
-        )
+        raise ConfigError(f"labels must be a 1-D integer array, got shape {labels.shape} dtype {labels.dtype}")
     return labels
 
 
@@ -188,9 +182,7 @@ def _quantity(n: int, k: int, config: PartitionConfig, rng: np.random.Generator)
     return np.split(rng.permutation(n), np.cumsum(sizes)[:-1])
 
 
-def _dirichlet(
-    labels: np.ndarray, k: int, config: PartitionConfig, rng: np.random.Generator
-) -> list[np.ndarray]:
+def _dirichlet(labels: np.ndarray, k: int, config: PartitionConfig, rng: np.random.Generator) -> list[np.ndarray]:
     by_class = [np.flatnonzero(labels == c) for c in np.unique(labels)]
     for _ in range(MAX_DIRICHLET_DRAWS):
         parts: list[list[np.ndarray]] = [[] for _ in range(k)]
@@ -217,15 +209,11 @@ def _repair(clients: list[np.ndarray], min_size: int, rng: np.random.Generator) 
     return clients
 
 
-def _shards(
-    labels: np.ndarray, k: int, config: PartitionConfig, rng: np.random.Generator
-) -> list[np.ndarray]:
+def _shards(labels: np.ndarray, k: int, config: PartitionConfig, rng: np.random.Generator) -> list[np.ndarray]:
     num_shards = k * config.shards_per_client
     n = len(labels)
     if num_shards > n:
-        raise ConfigError(
-            f"shards: num_clients * shards_per_client = {num_shards} shards exceed the {n} examples"
-        )
+        raise ConfigError(f"shards: num_clients * shards_per_client = {num_shards} shards exceed the {n} examples")
     shuffled = rng.permutation(n)
     order = shuffled[np.argsort(labels[shuffled], kind="stable")]  # by label, random within a label
     shards = np.array_split(order, num_shards)
@@ -242,12 +230,9 @@ def _natural(groups: np.ndarray, k: int, min_size: int) -> list[np.ndarray]:
     values, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
     if k != len(values):
         raise ConfigError(
-            f"natural partition has one client per group: num_clients must be {len(values)} "
-            f"(distinct groups), got {k}"
+            f"natural partition has one client per group: num_clients must be {len(values)} (distinct groups), got {k}"
         )
     if counts.min() < min_size:
         small = values[int(np.argmin(counts))]
-        raise ConfigError(
-            f"natural: group {small!r} has {counts.min()} examples, fewer than min_size={min_size}"
-        )
+        raise ConfigError(f"natural: group {small!r} has {counts.min()} examples, fewer than min_size={min_size}")
     return [np.flatnonzero(inverse == g) for g in range(len(values))]

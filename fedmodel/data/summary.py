@@ -32,15 +32,11 @@ def label_distribution(partitions: list[np.ndarray], labels: np.ndarray, num_cla
     """
     labels = np.asarray(labels)
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise ConfigError(
-            f"labels must be a 1-D integer array, got shape {labels.shape} dtype {labels.dtype}"
-        )
+        raise ConfigError(f"labels must be a 1-D integer array, got shape {labels.shape} dtype {labels.dtype}")
     if num_classes < 1:
         raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ConfigError(
-            f"labels must lie in [0, {num_classes}), got range [{labels.min()}, {labels.max()}]"
-        )
+        raise ConfigError(f"labels must lie in [0, {num_classes}), got range [{labels.min()}, {labels.max()}]")
     matrix = np.zeros((len(partitions), num_classes), dtype=np.int64)
     for i, idx in enumerate(partitions):
         matrix[i] = np.bincount(labels[np.asarray(idx, dtype=np.int64)], minlength=num_classes)
@@ -133,9 +129,7 @@ def plot_label_distribution(matrix: np.ndarray, path: str | os.PathLike[str]) ->
 def _check_matrix(matrix: np.ndarray) -> np.ndarray:
     matrix = np.asarray(matrix)
     if matrix.ndim != 2 or matrix.shape[0] < 1 or matrix.shape[1] < 1:
-        raise ConfigError(
-            f"expected a (clients, classes) matrix with both sides >= 1, got shape {matrix.shape}"
-        )
+        raise ConfigError(f"expected a (clients, classes) matrix with both sides >= 1, got shape {matrix.shape}")
     if not np.issubdtype(matrix.dtype, np.integer) or matrix.min() < 0:
         raise ConfigError(f"expected non-negative integer counts, got dtype {matrix.dtype}")
     return matrix

@@ -50,9 +50,7 @@ def make_synthetic(
     if num_classes < 2:
         raise ConfigError(f"synthetic: num_classes must be >= 2, got {num_classes}")
     if not input_shape or any(d < 1 for d in input_shape):
-        raise ConfigError(
-            f"synthetic: input_shape must be a non-empty tuple of positive ints, got {input_shape}"
-        )
+        raise ConfigError(f"synthetic: input_shape must be a non-empty tuple of positive ints, got {input_shape}")
     if not 0.0 < test_fraction < 1.0:
         raise ConfigError(f"synthetic: test_fraction must lie in (0, 1), got {test_fraction}")
     if noise < 0 or not math.isfinite(noise):

@@ -46,9 +46,7 @@ def read_text(path: str | os.PathLike[str], *, name: str) -> str:
     try:
         text = p.read_text(encoding="utf-8").replace("\r\n", "\n")
     except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"{name}: expected UTF-8 text in {p}, got undecodable bytes ({exc.reason})"
-        ) from exc
+        raise ConfigError(f"{name}: expected UTF-8 text in {p}, got undecodable bytes ({exc.reason})") from exc
     if not text:
         raise ConfigError(f"{name}: expected a non-empty text file at {p}, got an empty file")
     return text
@@ -82,9 +80,7 @@ def make_windows(ids: np.ndarray, *, seq_len: int) -> tuple[np.ndarray, np.ndarr
     return windows[:, :-1], windows[:, 1:]
 
 
-def load_text(
-    path: str | os.PathLike[str], *, name: str, seq_len: int = 80, by_speaker: bool = False
-) -> Dataset:
+def load_text(path: str | os.PathLike[str], *, name: str, seq_len: int = 80, by_speaker: bool = False) -> Dataset:
     """Load a text file as character-level next-token data.
 
     Parameters

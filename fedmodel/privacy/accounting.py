@@ -169,9 +169,7 @@ def epsilon(event: dp_accounting.DpEvent, *, delta: float, accountant: Accountan
     try:
         return _pld_epsilon(event, d)
     except ValueError as err:  # e.g. numerical trouble inside dp-accounting at a tiny noise multiplier
-        raise AccountingError(
-            f"the pld accountant failed on {event!r}: {err}; try the rdp accountant"
-        ) from err
+        raise AccountingError(f"the pld accountant failed on {event!r}: {err}; try the rdp accountant") from err
 
 
 def epsilons(
@@ -220,9 +218,7 @@ def _rdp_of(event: dp_accounting.DpEvent, count: int, orders: tuple[float, ...])
     return acc.rdp
 
 
-def per_step_rdp(
-    *, noise_multiplier: float, sampling_rate: float, orders: Sequence[float] = RDP_ORDERS
-) -> np.ndarray:
+def per_step_rdp(*, noise_multiplier: float, sampling_rate: float, orders: Sequence[float] = RDP_ORDERS) -> np.ndarray:
     """RDP of one Poisson-subsampled Gaussian step at ``orders`` (read-only array, cached)."""
     return _per_step_rdp(float(noise_multiplier), float(sampling_rate), tuple(float(a) for a in orders))
 
@@ -249,9 +245,7 @@ def _pld_epsilon(event: dp_accounting.DpEvent, delta: float) -> float:
             return all(walk(sub, count) for sub in e.events)
         if isinstance(e, dp_accounting.GaussianDpEvent):
             z, q = e.noise_multiplier, None
-        elif isinstance(e, dp_accounting.PoissonSampledDpEvent) and isinstance(
-            e.event, dp_accounting.GaussianDpEvent
-        ):
+        elif isinstance(e, dp_accounting.PoissonSampledDpEvent) and isinstance(e.event, dp_accounting.GaussianDpEvent):
             z, q = e.event.noise_multiplier, e.sampling_probability
         else:
             return False
@@ -302,6 +296,4 @@ def _compose(acc: dp_accounting.PrivacyAccountant, event: dp_accounting.DpEvent)
     except dp_accounting.UnsupportedEventError as err:
         raise AccountingError(f"event {event!r} is not supported by {type(acc).__name__}: {err}") from err
     except ValueError as err:  # numerical failure inside dp-accounting (e.g. PLD at a tiny noise multiplier)
-        raise AccountingError(
-            f"{type(acc).__name__} failed on {event!r}: {err}; try the rdp accountant"
-        ) from err
+        raise AccountingError(f"{type(acc).__name__} failed on {event!r}: {err}; try the rdp accountant") from err

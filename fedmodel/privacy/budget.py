@@ -28,8 +28,7 @@ from fedmodel.privacy.ledger import ADJACENCY, Unit
 CURVE_POINTS = 20
 
 CENTRAL_SAMPLING = (
-    "Poisson subsampling: each example joins each step independently "
-    "with probability q = batch_size / examples"
+    "Poisson subsampling: each example joins each step independently with probability q = batch_size / examples"
 )
 FEDERATED_SAMPLING = (
     "Poisson subsampling: each client joins each round independently with probability "
@@ -247,9 +246,7 @@ def plan_budget(plan: BudgetPlan) -> BudgetReport:
     )
     warnings = [w for w in [warn_delta(plan.delta, plan.population, unit=plan.unit)] if w]
     if z == 0:
-        warnings.append(
-            "noise_multiplier=0 adds no noise: the run is not differentially private (epsilon = inf)"
-        )
+        warnings.append("noise_multiplier=0 adds no noise: the run is not differentially private (epsilon = inf)")
     return BudgetReport(
         plan=plan,
         unit=plan.unit,

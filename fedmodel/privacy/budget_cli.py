@@ -56,9 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fed.add_argument("--rounds", type=int, help="training rounds")
     p.add_argument("--noise-multiplier", type=float, help="noise std / clip norm")
     p.add_argument("--target-epsilon", type=float, help="calibrate the noise multiplier for this epsilon")
-    p.add_argument(
-        "--delta", type=float, help=f"delta (default {DEFAULT_DELTA:g} for a plan; a run's own delta)"
-    )
+    p.add_argument("--delta", type=float, help=f"delta (default {DEFAULT_DELTA:g} for a plan; a run's own delta)")
     p.add_argument("--accountant", choices=("rdp", "pld", "all"), default="all", help="default: all")
     p.add_argument("--format", choices=("table", "markdown", "json"), default="table", help="default: table")
     p.set_defaults(func=cmd_budget)
@@ -97,9 +95,7 @@ def cmd_budget(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace, accountants: tuple[str, ...]) -> int:
     if args.run_dir is None:
         raise ConfigError("budget report needs RUN_DIR: fedmodel budget report RUN_DIR")
-    given = [
-        f"--{n.replace('_', '-')}" for n in _PLAN_OPTIONS if n != "delta" and getattr(args, n) is not None
-    ]
+    given = [f"--{n.replace('_', '-')}" for n in _PLAN_OPTIONS if n != "delta" and getattr(args, n) is not None]
     if given:
         raise ConfigError(
             f"budget report takes RUN_DIR, --delta, --accountant and --format only; got {' '.join(given)}"

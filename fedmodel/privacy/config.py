@@ -52,9 +52,7 @@ class PrivacyConfig:
             raise ConfigError(f"l2_norm_clip must be a number > 0, got {self.l2_norm_clip!r}")
         if self.noise_multiplier is None and self.target_epsilon is None:
             raise ConfigError("DP-SGD needs a noise multiplier or a target epsilon; got neither")
-        if self.noise_multiplier is not None and (
-            not _finite(self.noise_multiplier) or self.noise_multiplier < 0
-        ):
+        if self.noise_multiplier is not None and (not _finite(self.noise_multiplier) or self.noise_multiplier < 0):
             raise ConfigError(f"noise_multiplier must be a number >= 0, got {self.noise_multiplier!r}")
         if self.target_epsilon is not None and (not _finite(self.target_epsilon) or self.target_epsilon <= 0):
             raise ConfigError(f"target_epsilon must be a number > 0, got {self.target_epsilon!r}")

@@ -72,9 +72,7 @@ class DPSGDConfig:
 
     def step_event(self, sampling_rate: float) -> dp_accounting.DpEvent:
         """The DpEvent of one step: a Poisson-subsampled Gaussian mechanism."""
-        return dp_accounting.PoissonSampledDpEvent(
-            sampling_rate, dp_accounting.GaussianDpEvent(self.noise_multiplier)
-        )
+        return dp_accounting.PoissonSampledDpEvent(sampling_rate, dp_accounting.GaussianDpEvent(self.noise_multiplier))
 
 
 def per_example_loss(loss: tf.keras.losses.Loss) -> Any:
@@ -149,9 +147,7 @@ class ClippedSum:
         sq = tf.add_n([tap.sq_norms(a, g) for tap, a, g in zip(self.taps, inputs, grads_z, strict=True)])
         norms = tf.sqrt(sq)
         c = clip_factors(norms, self.l2_norm_clip)
-        flat = [
-            s for tap, a, g in zip(self.taps, inputs, grads_z, strict=True) for s in tap.clipped_sum(a, g, c)
-        ]
+        flat = [s for tap, a, g in zip(self.taps, inputs, grads_z, strict=True) for s in tap.clipped_sum(a, g, c)]
         sums: list[tf.Tensor | None] = [None] * len(flat)
         for position, value in zip(self._order, flat, strict=True):
             sums[position] = value

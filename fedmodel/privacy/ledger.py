@@ -73,9 +73,7 @@ class LedgerEntry:
     def dp_event(self, count: int | None = None) -> dp_accounting.DpEvent:
         """The entry's DpEvent, or that of its first ``count`` steps."""
         n = self.count if count is None else count
-        return accounting.dp_event(
-            noise_multiplier=self.noise_multiplier, sampling_rate=self.sampling_rate, steps=n
-        )
+        return accounting.dp_event(noise_multiplier=self.noise_multiplier, sampling_rate=self.sampling_rate, steps=n)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -148,9 +146,7 @@ class PrivacyLedger:
             new.sampling_rate,
             new.epoch,
         ):
-            self._entries[-1] = LedgerEntry(
-                last.noise_multiplier, last.sampling_rate, last.count + count, last.epoch
-            )
+            self._entries[-1] = LedgerEntry(last.noise_multiplier, last.sampling_rate, last.count + count, last.epoch)
         else:
             self._entries.append(new)
 
@@ -224,11 +220,7 @@ class PrivacyLedger:
     ) -> list[tuple[int, float]]:
         """``(steps, epsilon)`` after each step count in ``points`` (default: each epoch/round boundary)."""
         d = self.resolve_delta(delta)
-        at = (
-            [s for _, s in self.boundaries()]
-            if points is None
-            else [accounting.check_steps(p) for p in points]
-        )
+        at = [s for _, s in self.boundaries()] if points is None else [accounting.check_steps(p) for p in points]
         return [(s, accounting.epsilon(self.dp_event(s), delta=d, accountant=accountant)) for s in at]
 
     def resolve_delta(self, delta: float | None) -> float:
@@ -275,16 +267,12 @@ class PrivacyLedger:
                 notes=list(data.get("notes", [])),
             )
             for raw in data["entries"]:
-                entry = LedgerEntry(
-                    raw["noise_multiplier"], raw["sampling_rate"], raw["count"], raw.get("epoch")
-                )
+                entry = LedgerEntry(raw["noise_multiplier"], raw["sampling_rate"], raw["count"], raw.get("epoch"))
                 ledger._entries.append(entry)
         except (KeyError, TypeError) as err:
             raise ConfigError(f"privacy ledger is missing or has a malformed field: {err!r}") from err
         if "steps" in data and data["steps"] != ledger.steps:
-            raise ConfigError(
-                f"privacy ledger says steps={data['steps']!r} but its entries add up to {ledger.steps}"
-            )
+            raise ConfigError(f"privacy ledger says steps={data['steps']!r} but its entries add up to {ledger.steps}")
         return ledger
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -374,9 +362,7 @@ def remaining_steps(
     if accountant == "pld":  # RDP is cheap and usually a little looser: a good starting point
         guess = max(
             1,
-            _largest(
-                _within_budget(ledger, noise_multiplier, sampling_rate, delta, target_epsilon, "rdp"), 1
-            ),
+            _largest(_within_budget(ledger, noise_multiplier, sampling_rate, delta, target_epsilon, "rdp"), 1),
         )
     return _largest(fits, guess)
 

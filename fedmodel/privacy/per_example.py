@@ -256,11 +256,7 @@ def tap_for(layer: tf.keras.layers.Layer) -> LayerTap | None:
     if kind is tf.keras.layers.Dense:
         return _dense_tap(layer)
     if kind is tf.keras.layers.Conv2D:
-        plain = (
-            tuple(layer.dilation_rate) == (1, 1)
-            and layer.groups == 1
-            and layer.data_format == "channels_last"
-        )
+        plain = tuple(layer.dilation_rate) == (1, 1) and layer.groups == 1 and layer.data_format == "channels_last"
         return _conv_tap(layer) if plain else None
     if kind is tf.keras.layers.Embedding:
         return _embedding_tap(layer)

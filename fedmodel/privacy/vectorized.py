@@ -36,9 +36,7 @@ def per_example_gradients(
         return tf.vectorized_map(one, elems, fallback_to_while_loop=True)
     except (TypeError, ValueError, NotImplementedError) as err:
         # pfor cannot vectorize some gradients (e.g. of LSTM's while loop): loop over examples instead.
-        logger.warning(
-            "per-example gradients fall back to a loop over examples (%s)", str(err).splitlines()[0]
-        )
+        logger.warning("per-example gradients fall back to a loop over examples (%s)", str(err).splitlines()[0])
         signature = [tf.TensorSpec(v.shape, tf.float32) for v in variables]
         return tf.map_fn(one, elems, fn_output_signature=signature)
 

@@ -35,9 +35,7 @@ class TokenAndPositionEmbedding(tf.keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         config: dict[str, Any] = super().get_config()
-        config.update(
-            vocab_size=self.vocab_size, sequence_length=self.sequence_length, embed_dim=self.embed_dim
-        )
+        config.update(vocab_size=self.vocab_size, sequence_length=self.sequence_length, embed_dim=self.embed_dim)
         return config
 
 

@@ -63,9 +63,7 @@ def check_shape(input_shape: Shape) -> None:
 def _block_params(c_in: int, c_out: int) -> int:
     """Two 3x3 convolutions without bias, each followed by a GroupNorm; the shortcut has no weights."""
     return (
-        conv2d_params(3, c_in, c_out, bias=False)
-        + conv2d_params(3, c_out, c_out, bias=False)
-        + 2 * norm_params(c_out)
+        conv2d_params(3, c_in, c_out, bias=False) + conv2d_params(3, c_out, c_out, bias=False) + 2 * norm_params(c_out)
     )
 
 

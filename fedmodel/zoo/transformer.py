@@ -84,9 +84,7 @@ def build(input_shape: Shape, num_classes: int, hp: TransformerHparams) -> tf.ke
     x = layers.Dropout(hp.dropout)(x)
     for _ in range(hp.layers):
         h = layers.LayerNormalization()(x)
-        h = layers.MultiHeadAttention(hp.heads, hp.d_model // hp.heads, dropout=hp.dropout)(
-            h, h, use_causal_mask=True
-        )
+        h = layers.MultiHeadAttention(hp.heads, hp.d_model // hp.heads, dropout=hp.dropout)(h, h, use_causal_mask=True)
         x = layers.Add()([x, layers.Dropout(hp.dropout)(h)])
         h = layers.LayerNormalization()(x)
         h = layers.Dense(MLP_RATIO * hp.d_model)(h)

@@ -1,0 +1,1 @@
+"""fedmodel's Flower ClientApp (``clients.app:app``)."""

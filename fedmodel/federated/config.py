@@ -1,0 +1,219 @@
+"""The configuration of a federated run: one frozen dataclass, read from Flower's run config or TOML.
+
+Keys are kebab-case at the edge (``local-epochs`` in ``pyproject.toml`` / TOML / ``--set``) and
+snake_case here. Unknown keys and bad values are rejected with a message naming them.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any, Literal, get_args
+
+from fedmodel.errors import ConfigError
+
+StrategyName = Literal["fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad", "fedmedian", "fedtrimmedavg", "krum"]
+PartitionName = Literal["iid", "dirichlet", "shards", "quantity", "natural"]
+ClientOptimizer = Literal["sgd", "momentum", "adam"]
+STRATEGIES: tuple[str, ...] = get_args(StrategyName)
+# Strategies whose aggregate is a (weighted) mean, which client-level DP's clipped noisy sum replaces.
+DP_COMPATIBLE: tuple[str, ...] = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FederatedConfig:
+    """A federated experiment.
+
+    Attributes
+    ----------
+    num_clients, clients_per_round, rounds:
+        Population, clients sampled per round (Flower samples this many without replacement), rounds.
+    partition, alpha, shards_per_client:
+        How the training set is split among clients (see :mod:`fedmodel.data.partition`).
+    local_epochs, local_batch_size, client_optimizer, client_lr:
+        Local training on each client (McMahan et al. 2017: E = 5, B = 10).
+    strategy, server_lr, proximal_mu, trim_beta, krum_byzantine:
+        Server aggregation; ``server_lr`` is FedOpt's eta (FedAdam/FedYogi/FedAdagrad, Reddi et al. 2021),
+        ``proximal_mu`` FedProx's mu (Li et al. 2020).
+    dp_noise, dp_clip, dp_adaptive, dp_target_quantile, dp_clip_lr, target_epsilon, delta:
+        Client-level DP (DP-FedAvg, McMahan et al. 2018): each client's update is clipped to ``dp_clip``
+        and the sum gets Gaussian noise with std ``dp_noise * dp_clip``. With ``dp_adaptive`` the clip
+        follows the ``dp_target_quantile`` of update norms (Andrew et al. 2021). ``target_epsilon`` stops
+        the run before the round that would exceed it.
+    local_dp_noise, local_dp_clip:
+        Example-level DP-SGD on each client (local DP), reported per client.
+    """
+
+    model: str = "cnn"
+    dataset: str = "digits"
+    data_path: str | None = None
+    hparams: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    num_clients: int = 10
+    clients_per_round: int = 5
+    rounds: int = 10
+    partition: PartitionName = "iid"
+    alpha: float = 0.5
+    shards_per_client: int = 2
+    local_epochs: int = 1
+    local_batch_size: int = 16
+    client_optimizer: ClientOptimizer = "sgd"
+    client_lr: float = 0.05
+    strategy: StrategyName = "fedavg"
+    server_lr: float = 1.0
+    proximal_mu: float = 0.0
+    trim_beta: float = 0.2
+    krum_byzantine: int = 0
+    dp_noise: float | None = None
+    dp_clip: float = 1.0
+    dp_adaptive: bool = False
+    dp_target_quantile: float = 0.5
+    dp_clip_lr: float = 0.2
+    target_epsilon: float | None = None
+    delta: float = 1e-5
+    local_dp_noise: float | None = None
+    local_dp_clip: float = 1.0
+    fraction_evaluate: float = 0.5
+    seed: int = 0
+    max_examples: int | None = None
+    seq_len: int = 80
+    run_dir: str | None = None
+    fail_partitions: str = ""
+
+    def __post_init__(self) -> None:
+        for name in (
+            "num_clients",
+            "clients_per_round",
+            "rounds",
+            "local_epochs",
+            "local_batch_size",
+            "seq_len",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{_key(name)} must be an integer >= 1, got {value!r}")
+        if self.clients_per_round > self.num_clients:
+            raise ConfigError(
+                f"clients-per-round must be <= num-clients, got {self.clients_per_round} > {self.num_clients}"
+            )
+        for name in ("client_lr", "server_lr", "dp_clip", "local_dp_clip", "alpha", "delta"):
+            _positive(name, getattr(self, name))
+        for name in ("proximal_mu",):
+            if not _finite(getattr(self, name)) or getattr(self, name) < 0:
+                raise ConfigError(f"{_key(name)} must be >= 0, got {getattr(self, name)!r}")
+        for name in ("dp_noise", "local_dp_noise"):
+            value = getattr(self, name)
+            if value is not None and (not _finite(value) or value < 0):
+                raise ConfigError(f"{_key(name)} must be >= 0, got {value!r}")
+        if self.target_epsilon is not None and (not _finite(self.target_epsilon) or self.target_epsilon <= 0):
+            raise ConfigError(f"target-epsilon must be > 0, got {self.target_epsilon!r}")
+        if self.target_epsilon is not None and self.dp_noise is None:
+            raise ConfigError("target-epsilon needs client-level DP: set dp-noise (e.g. 1.0)")
+        if not 0 < self.delta < 1:
+            raise ConfigError(f"delta must be in (0, 1), got {self.delta!r}")
+        if not 0 < self.dp_target_quantile < 1:
+            raise ConfigError(f"dp-target-quantile must be in (0, 1), got {self.dp_target_quantile!r}")
+        if not 0 <= self.trim_beta < 0.5:
+            raise ConfigError(f"trim-beta must be in [0, 0.5), got {self.trim_beta!r}")
+        if not 0 <= self.fraction_evaluate <= 1:
+            raise ConfigError(f"fraction-evaluate must be in [0, 1], got {self.fraction_evaluate!r}")
+        for name, allowed in (
+            ("strategy", STRATEGIES),
+            ("partition", get_args(PartitionName)),
+            ("client_optimizer", get_args(ClientOptimizer)),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{_key(name)} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+        if self.dp_noise is not None and self.strategy not in DP_COMPATIBLE:
+            raise ConfigError(
+                f"client-level DP replaces the mean of updates; strategy {self.strategy!r} is not a mean "
+                f"(use one of {', '.join(DP_COMPATIBLE)})"
+            )
+        object.__setattr__(self, "hparams", dict(self.hparams))
+
+    @property
+    def sampling_rate(self) -> float:
+        """Client-level ``q = clients_per_round / num_clients``."""
+        return self.clients_per_round / self.num_clients
+
+    @property
+    def failing_partitions(self) -> frozenset[int]:
+        """Fault injection for tests and drills: partitions whose client raises (``fail-partitions = "0,3"``)."""
+        return frozenset(int(p) for p in str(self.fail_partitions).split(",") if p.strip())
+
+    @property
+    def client_dp(self) -> bool:
+        return self.dp_noise is not None
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> FederatedConfig:
+        """Build from kebab- or snake-case keys (Flower run config, TOML, ``--set``); unknown keys fail."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        hparams: dict[str, Any] = {}
+        for raw_key, value in values.items():
+            key = raw_key.replace("-", "_")
+            if key.startswith("hparam_") or key.startswith("hparam."):
+                name = key.split("_", 1)[1] if key.startswith("hparam_") else key.split(".", 1)[1]
+                hparams[name] = _literal(value)
+                continue
+            if key not in fields:
+                raise ConfigError(
+                    f"unknown setting {raw_key!r}; expected one of {', '.join(sorted(_key(k) for k in fields))}"
+                )
+            kwargs[key] = _coerce(fields[key], value)
+        if hparams:
+            kwargs["hparams"] = {**dict(kwargs.get("hparams", {})), **hparams}
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["hparams"] = dict(self.hparams)
+        return out
+
+    def to_run_config(self) -> dict[str, Any]:
+        """Flat kebab-case scalars for Flower's run config (None values dropped, hparams flattened)."""
+        out: dict[str, Any] = {}
+        for key, value in self.to_dict().items():
+            if key == "hparams":
+                for h, v in value.items():
+                    out[f"hparam-{h}"] = repr(list(v)) if isinstance(v, tuple | list) else v
+            elif value is not None:
+                out[_key(key)] = value
+        return out
+
+
+_NONE = ("", "none", "None")
+
+
+def _coerce(field: dataclasses.Field[Any], value: Any) -> Any:
+    """Flower run configs carry str/int/float/bool: turn ``"none"``/``""`` into None for optional fields."""
+    if isinstance(value, str) and value in _NONE and "None" in str(field.type):
+        return None
+    if field.name in ("dp_noise", "local_dp_noise", "target_epsilon") and isinstance(value, int):
+        return float(value)
+    return value
+
+
+def _literal(value: Any) -> Any:
+    """Flower run configs hold only scalars: ``"[64, 32]"`` stands for a list."""
+    if isinstance(value, str):
+        try:
+            return ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            return value
+    return value
+
+
+def _key(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _positive(name: str, value: object) -> None:
+    if not _finite(value) or value <= 0:  # type: ignore[operator]
+        raise ConfigError(f"{_key(name)} must be a number > 0, got {value!r}")

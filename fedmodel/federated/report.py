@@ -1,0 +1,124 @@
+"""The report of a federated run: a per-round table (Markdown + JSON) and PNG plots.
+
+Plots: accuracy and loss of the global model on the server's test set per round (and federated
+evaluation accuracy when the clients evaluated), and epsilon per round for client-level DP runs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from fedmodel.errors import ConfigError
+from fedmodel.privacy.ledger import LEDGER_FILE
+
+COLUMNS = ("round", "loss", "accuracy", "fed_accuracy", "epsilon", "clip", "replies", "failures", "seconds")
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def rounds_table(rows: list[dict[str, Any]], *, markdown: bool) -> str:
+    """The per-round table, Markdown or plain text, with the columns that this run has."""
+    columns = [c for c in COLUMNS if any(c in r for r in rows)]
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    if markdown:
+        lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        lines += ["| " + " | ".join(row) + " |" for row in cells]
+        return "\n".join(lines)
+    widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(lines)
+
+
+def write_report(run_dir: str | Path) -> list[Path]:
+    """Write ``report.md``, ``report.json``, ``accuracy.png`` (and ``epsilon.png`` with DP) into ``run_dir``."""
+    run = Path(run_dir)
+    record_path = run / "run.json"
+    if not record_path.is_file():
+        raise ConfigError(f"{record_path} does not exist: not a finished federated run directory")
+    record = json.loads(record_path.read_text())
+    rows: list[dict[str, Any]] = record.get("rounds", [])
+    config = record.get("config", {})
+    written = []
+    lines = [
+        f"# Federated run: {config.get('model')} on {config.get('dataset')}",
+        "",
+        f"- clients: {config.get('num_clients')} ({config.get('partition')} partition), "
+        f"{config.get('clients_per_round')} per round, {record.get('rounds_run')} rounds, "
+        f"strategy {config.get('strategy')}",
+        f"- local training: {config.get('local_epochs')} epoch(s) at batch {config.get('local_batch_size')}, "
+        f"{config.get('client_optimizer')} lr {config.get('client_lr')}",
+    ]
+    privacy = record.get("privacy")
+    if privacy:
+        eps = ", ".join(f"{v:.4f} ({k})" for k, v in privacy.get("epsilon", {}).items())
+        lines += [
+            f"- client-level DP: epsilon {eps} at delta {privacy['delta']} after {privacy['rounds']} rounds; "
+            f"unit: one client; q = {privacy['sampling_rate']:.4g}; sampling: {privacy['sampling']}",
+        ]
+    if record.get("stop_reason"):
+        lines.append(f"- {record['stop_reason']}")
+    lines += ["", rounds_table(rows, markdown=True), ""]
+    written.append(_atomic_text(run / "report.md", "\n".join(lines)))
+    written.append(
+        _atomic_text(run / "report.json", json.dumps({"config": config, "rounds": rows, "privacy": privacy}, indent=2))
+    )
+    if rows:
+        written.append(
+            _plot(
+                run / "accuracy.png",
+                rows,
+                [("accuracy", "test accuracy (server)"), ("fed_accuracy", "federated evaluation")],
+                "accuracy",
+            )
+        )
+        if any("epsilon" in r for r in rows):
+            written.append(
+                _plot(
+                    run / "epsilon.png",
+                    rows,
+                    [("epsilon", "epsilon (RDP)")],
+                    f"epsilon (delta = {privacy['delta']})" if privacy else "epsilon",
+                )
+            )
+    if (run / LEDGER_FILE).is_file():
+        from fedmodel.privacy.report import report_run
+
+        written += list(report_run(run).values())
+    return written
+
+
+def _atomic_text(path: Path, text: str) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text + "\n")
+    tmp.replace(path)
+    return path
+
+
+def _plot(path: Path, rows: list[dict[str, Any]], series: list[tuple[str, str]], ylabel: str) -> Path:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for key, label in series:
+        points = [(r["round"], r[key]) for r in rows if r.get(key) is not None and not math.isnan(r[key])]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="o", markersize=3, label=label)
+    ax.set_xlabel("round")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    tmp.replace(path)
+    return path

@@ -1,0 +1,1 @@
+"""fedmodel's Flower ServerApp (``server.app:app``)."""
