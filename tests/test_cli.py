@@ -36,9 +36,7 @@ def imports_tensorflow(*argv: str) -> bool:
     return proc.stderr.strip().splitlines()[-1] == "TF"
 
 
-@pytest.mark.parametrize(
-    "argv", [["--help"], ["zoo"], ["zoo", "--format", "json"], ["datasets"], ["train", "--help"]]
-)
+@pytest.mark.parametrize("argv", [["--help"], ["zoo"], ["zoo", "--format", "json"], ["datasets"], ["train", "--help"]])
 def test_commands_that_do_not_train_do_not_import_tensorflow(argv: list[str]) -> None:
     assert not imports_tensorflow(*argv)
 
@@ -67,9 +65,7 @@ def test_zoo_json_lists_every_model_with_params() -> None:
         (["--model", "mlp", "--dataset", "digits", "--hparam", "bogus=3"], ["bogus"]),
     ],
 )
-def test_bad_input_is_one_line_exit_2_and_no_run_dir(
-    tmp_path: Path, argv: list[str], fragments: list[str]
-) -> None:
+def test_bad_input_is_one_line_exit_2_and_no_run_dir(tmp_path: Path, argv: list[str], fragments: list[str]) -> None:
     vectors = tmp_path / "vectors.npz"  # 5 features: not an image, so an image model must refuse it
     rng = np.random.default_rng(0)
     np.savez(
@@ -114,15 +110,11 @@ def test_train_json_prints_only_json_on_stdout(tmp_path: Path) -> None:
 
 def test_partition_prints_each_clients_labels_and_writes_a_plot(tmp_path: Path) -> None:
     plot = tmp_path / "labels.png"
-    proc = fedmodel(
-        "partition", "--dataset", "digits", "--scheme", "shards", "--clients", "10", "--plot", str(plot)
-    )
+    proc = fedmodel("partition", "--dataset", "digits", "--scheme", "shards", "--clients", "10", "--plot", str(plot))
     assert proc.returncode == 0, proc.stderr
     assert "10 clients, 1437 examples" in proc.stdout
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    proc = fedmodel(
-        "partition", "--dataset", "digits", "--scheme", "shards", "--clients", "10", "--format", "json"
-    )
+    proc = fedmodel("partition", "--dataset", "digits", "--scheme", "shards", "--clients", "10", "--format", "json")
     counts = np.array(json.loads(proc.stdout)["counts"])
     assert counts.sum() == 1437
     assert ((counts > 0).sum(axis=1) <= 4).all()  # a label-sorted shard of ~72 spans at most 2 labels

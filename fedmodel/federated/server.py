@@ -53,16 +53,27 @@ class ServerState:
     history: list[dict[str, Any]]
     rejected_replies: int = 0
     stop_reason: str | None = None
+    seen: dict[str, set[str]] = dataclasses.field(default_factory=lambda: {"records": set(), "metrics": set()})
 
 
-def audit_replies(replies: Iterable[Message], reference: list[np.ndarray]) -> tuple[list[Message], int]:
-    """Keep replies that carry only weight-shaped arrays and scalar metrics; count the rest."""
+def audit_replies(
+    replies: Iterable[Message], reference: list[np.ndarray], seen: dict[str, set[str]] | None = None
+) -> tuple[list[Message], int]:
+    """Keep replies that carry only weight-shaped arrays and scalar metrics; count the rest.
+
+    ``seen`` collects the record names and metric names that arrived, for the run's reply audit.
+    """
     kept, rejected = [], 0
     for reply in replies:
         if reply.has_error():
             kept.append(reply)  # strategies count and log errors themselves
             continue
         content = reply.content
+        if seen is not None:
+            seen["records"].update(f"{kind}:{name}" for kind, names in (
+                ("arrays", content.array_records), ("metrics", content.metric_records), ("config", content.config_records)
+            ) for name in names)  # fmt: skip
+            seen["metrics"].update(k for record in content.metric_records.values() for k in record)
         arrays_ok = set(content.array_records) == {"arrays"} and same_shapes(
             content.array_records["arrays"].to_numpy_ndarrays(), reference
         )
@@ -187,7 +198,8 @@ def run_server(
             break
         start = time.perf_counter()
         messages = state.strategy.configure_train(rnd, arrays, ConfigRecord(), grid)  # 2.
-        replies, rejected = audit_replies(grid.send_and_receive(messages, timeout=timeout), reference)  # 3.
+        received = grid.send_and_receive(messages, timeout=timeout)
+        replies, rejected = audit_replies(received, reference, state.seen)  # 3.
         state.rejected_replies += rejected
         aggregated, train_metrics = state.strategy.aggregate_train(rnd, replies)  # 4.
         z = _z_effective(state.strategy)
@@ -255,6 +267,11 @@ def write_summary(run_dir: Path, config: FederatedConfig, state: ServerState) ->
             "final": state.history[-1] if state.history else None,
             "privacy": privacy,
             "rejected_replies": state.rejected_replies,
+            "reply_audit": {
+                "records": sorted(state.seen["records"]),
+                "metrics": sorted(state.seen["metrics"]),
+                "weight_shapes": [list(np.shape(w)) for w in state.weights],
+            },
             "stop_reason": state.stop_reason,
             "versions": versions(),
         },

@@ -21,9 +21,7 @@ from fedmodel.central.trainer import build_compiled_model, make_dataset
 
 
 def run(strategy_name: str, model: str) -> tuple[list[np.ndarray], list[float], int]:
-    config = TrainConfig(
-        model=model, dataset="synthetic", optimizer="sgd", learning_rate=0.05, batch_size=64, seed=3
-    )
+    config = TrainConfig(model=model, dataset="synthetic", optimizer="sgd", learning_rate=0.05, batch_size=64, seed=3)
     plan = plan_for(config)
     x, y = plan.dataset.x_train[:512], plan.dataset.y_train[:512]  # 8 global batches of 64, no remainder
     tf.keras.utils.set_random_seed(config.seed)
@@ -43,11 +41,7 @@ def main() -> None:
     w2, loss2, r2 = run("mirrored", model)
     diff = max(float(np.max(np.abs(a - b))) for a, b in zip(w1, w2, strict=True))
     scale = max(float(np.max(np.abs(a))) for a in w1)
-    print(
-        json.dumps(
-            {"replicas": [r1, r2], "max_abs_diff": diff, "weight_scale": scale, "loss": [loss1, loss2]}
-        )
-    )
+    print(json.dumps({"replicas": [r1, r2], "max_abs_diff": diff, "weight_scale": scale, "loss": [loss1, loss2]}))
 
 
 if __name__ == "__main__":

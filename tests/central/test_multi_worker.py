@@ -38,9 +38,7 @@ def test_two_workers_train_together_and_only_the_chief_writes(tmp_path: Path) ->
             "--epochs", "2", "--strategy", "multi-worker", "--no-tensorboard", "--format", "json",
             "--run-dir", str(run_dir),
         ]  # fmt: skip
-        procs.append(
-            subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        )
+        procs.append(subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     try:
         outputs = [p.communicate(timeout=300) for p in procs]
     finally:

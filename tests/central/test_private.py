@@ -21,9 +21,7 @@ FAST = {"tensorboard": False, "checkpoints": False, "validation_fraction": 0.0}
 
 def test_ledger_has_every_step_and_epsilon_matches_the_budget_plan(tmp_path: Path) -> None:
     privacy = PrivacyConfig(noise_multiplier=1.0, delta=1e-4)
-    config = TrainConfig(
-        model="logreg", dataset="synthetic", epochs=2, batch_size=100, privacy=privacy, **FAST
-    )
+    config = TrainConfig(model="logreg", dataset="synthetic", epochs=2, batch_size=100, privacy=privacy, **FAST)
     result = train(config, run_dir=tmp_path / "run")
     examples = 800
     steps = math.ceil(2 * examples / 100)
@@ -42,9 +40,7 @@ def test_ledger_has_every_step_and_epsilon_matches_the_budget_plan(tmp_path: Pat
 
 def test_target_epsilon_stops_before_the_step_that_would_exceed_it(tmp_path: Path) -> None:
     privacy = PrivacyConfig(noise_multiplier=1.2, target_epsilon=2.0, delta=1e-4)
-    config = TrainConfig(
-        model="logreg", dataset="synthetic", epochs=20, batch_size=80, privacy=privacy, **FAST
-    )
+    config = TrainConfig(model="logreg", dataset="synthetic", epochs=20, batch_size=80, privacy=privacy, **FAST)
     plan = plan_for(config).privacy
     assert plan is not None and plan.budget_limited
     result = train(config, run_dir=tmp_path / "run")
@@ -61,9 +57,7 @@ def test_target_epsilon_stops_before_the_step_that_would_exceed_it(tmp_path: Pat
 
 def test_calibrated_run_spends_at_most_its_target(tmp_path: Path) -> None:
     privacy = PrivacyConfig(target_epsilon=4.0, delta=1e-4)
-    config = TrainConfig(
-        model="logreg", dataset="synthetic", epochs=3, batch_size=50, privacy=privacy, **FAST
-    )
+    config = TrainConfig(model="logreg", dataset="synthetic", epochs=3, batch_size=50, privacy=privacy, **FAST)
     result = train(config, run_dir=tmp_path / "run")
     assert result.privacy is not None and result.privacy["calibrated"]
     assert result.privacy["steps"] == result.privacy["planned_steps"] == math.ceil(3 * 800 / 50)

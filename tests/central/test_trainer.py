@@ -40,9 +40,7 @@ def test_run_directory_holds_model_record_checkpoint_and_logs(tmp_path: Path) ->
 
 
 def test_cnn_on_digits_reaches_95_percent(tmp_path: Path) -> None:
-    config = TrainConfig(
-        model="cnn", dataset="digits", epochs=20, batch_size=32, learning_rate=3e-3, tensorboard=False
-    )
+    config = TrainConfig(model="cnn", dataset="digits", epochs=20, batch_size=32, learning_rate=3e-3, tensorboard=False)
     result = train(config, run_dir=tmp_path / "digits")
     assert result.metrics["accuracy"] >= 0.95, result.metrics
 

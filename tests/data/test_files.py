@@ -14,9 +14,7 @@ from fedmodel.errors import ConfigError
 def test_npz_images_are_scaled_and_shapes_inferred(tmp_path: Path) -> None:
     path = tmp_path / "faces.npz"
     x_train = np.full((6, 5, 4), 255, np.uint8)
-    np.savez(
-        path, x_train=x_train, y_train=np.array([0, 1, 2, 6, 1, 0]), x_test=x_train[:2], y_test=[[1], [2]]
-    )
+    np.savez(path, x_train=x_train, y_train=np.array([0, 1, 2, 6, 1, 0]), x_test=x_train[:2], y_test=[[1], [2]])
     ds = load_dataset("npz", path=path)
     assert ds.info.input_shape == (5, 4, 1) and ds.info.num_classes == 7
     assert ds.x_train.dtype == np.float32 and ds.x_train.max() == 1.0

@@ -72,9 +72,7 @@ def test_shards_hold_at_most_shards_per_client_labels_when_classes_align(
     num_shards = k * spc
     # one class per shard: every class has exactly shard_size examples, shuffled
     labels = np.random.default_rng(seed).permutation(np.repeat(np.arange(num_shards), shard_size))
-    parts = partition(
-        PartitionConfig("shards", num_clients=k, seed=seed, shards_per_client=spc), labels=labels
-    )
+    parts = partition(PartitionConfig("shards", num_clients=k, seed=seed, shards_per_client=spc), labels=labels)
     _assert_exact_cover(parts, len(labels), k)
     assert all(len(p) == spc * shard_size for p in parts)
     assert all(len(np.unique(labels[p])) == spc for p in parts)
@@ -123,9 +121,7 @@ def test_dirichlet_repairs_to_min_size() -> None:
 
 def test_quantity_skew_keeps_labels_iid_but_sizes_vary() -> None:
     labels = np.repeat(np.arange(5), 400)
-    parts = partition(
-        PartitionConfig("quantity", num_clients=10, alpha=0.3, seed=2, min_size=10), labels=labels
-    )
+    parts = partition(PartitionConfig("quantity", num_clients=10, alpha=0.3, seed=2, min_size=10), labels=labels)
     sizes = np.array([len(p) for p in parts])
     assert sizes.min() >= 10 and sizes.max() > 3 * sizes.min()
     big = parts[int(np.argmax(sizes))]
@@ -153,9 +149,7 @@ def test_quantity_skew_keeps_labels_iid_but_sizes_vary() -> None:
         ({"scheme": "iid", "num_clients": 2}, {}, "got none of them"),
     ],
 )
-def test_bad_partition_inputs_raise(
-    config: dict[str, object], inputs: dict[str, object], message: str
-) -> None:
+def test_bad_partition_inputs_raise(config: dict[str, object], inputs: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         partition(PartitionConfig(**config), **inputs)  # type: ignore[arg-type]
 

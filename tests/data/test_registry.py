@@ -72,8 +72,6 @@ def test_import_and_local_loads_never_import_tensorflow(tmp_path: Path) -> None:
         """
     )
     env = {**os.environ, "KERAS_HOME": str(tmp_path)}
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
-    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"

@@ -40,9 +40,7 @@ def test_format_shows_rows_elision_and_summary() -> None:
     assert lines[0].split()[:3] == ["client", "size", "classes"]
     assert lines[1].split() == ["0", "6", "2", "5", "0", "1"]
     assert lines[3] == "... (1 more clients)"
-    assert lines[-1] == (
-        "3 clients, 15 examples; size mean 5.0 min 3 max 6; classes per client mean 2.00 of 3"
-    )
+    assert lines[-1] == ("3 clients, 15 examples; size mean 5.0 min 3 max 6; classes per client mean 2.00 of 3")
 
 
 def test_format_many_classes_lists_top_classes() -> None:

@@ -56,9 +56,7 @@ def test_mnist_steps_convention() -> None:
         (2.0, 1.0, 10, 1e-5),
     ],
 )
-def test_epsilon_equals_dp_accounting_directly(
-    accountant: str, z: float, q: float, steps: int, delta: float
-) -> None:
+def test_epsilon_equals_dp_accounting_directly(accountant: str, z: float, q: float, steps: int, delta: float) -> None:
     event = dp_event(noise_multiplier=z, sampling_rate=q, steps=steps)
     step: dp_accounting.DpEvent = dp_accounting.GaussianDpEvent(z)
     if q < 1:  # q = 1 is plain composition (PLD then composes Gaussians exactly, a hair tighter)
@@ -132,15 +130,10 @@ def test_full_batch_is_plain_gaussian_composition() -> None:
 
 @pytest.mark.parametrize("accountant", ["rdp", "pld"])
 def test_zero_noise_is_infinite_and_zero_steps_is_zero(accountant: str) -> None:
-    assert epsilon(
-        dp_event(noise_multiplier=0.0, sampling_rate=0.1, steps=5), delta=1e-5, accountant=accountant
-    ) == (  # type: ignore[arg-type]
+    assert epsilon(dp_event(noise_multiplier=0.0, sampling_rate=0.1, steps=5), delta=1e-5, accountant=accountant) == (  # type: ignore[arg-type]
         math.inf
     )
-    assert (
-        epsilon(dp_event(noise_multiplier=1.0, sampling_rate=0.1, steps=0), delta=1e-5, accountant=accountant)
-        == 0
-    )  # type: ignore[arg-type]
+    assert epsilon(dp_event(noise_multiplier=1.0, sampling_rate=0.1, steps=0), delta=1e-5, accountant=accountant) == 0  # type: ignore[arg-type]
 
 
 def test_epsilons_returns_the_accountants_asked_for() -> None:

@@ -56,9 +56,7 @@ def run_cli(argv: Sequence[str], capsys: pytest.CaptureFixture[str]) -> tuple[in
 
 @pytest.fixture(scope="module")
 def central_report():  # type: ignore[no-untyped-def]
-    return plan_budget(
-        BudgetPlan(examples=60000, batch_size=256, epochs=60, noise_multiplier=1.1, delta=1e-5)
-    )
+    return plan_budget(BudgetPlan(examples=60000, batch_size=256, epochs=60, noise_multiplier=1.1, delta=1e-5))
 
 
 def test_central_plan_conventions(central_report) -> None:  # type: ignore[no-untyped-def]
@@ -211,9 +209,7 @@ def test_bad_plans_raise_config_error(kwargs: dict[str, object], named: str) -> 
         (["report", "somewhere", "--rounds", "3"], "--rounds"),
     ],
 )
-def test_bad_commands_exit_2_with_one_line(
-    argv: list[str], named: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_bad_commands_exit_2_with_one_line(argv: list[str], named: str, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run_cli(argv, capsys)
     assert code == 2 and out == ""
     assert err.startswith("fedmodel: error:") and named in err and err.count("\n") == 1
@@ -238,9 +234,7 @@ def test_budget_command_does_not_import_tensorflow() -> None:
 
 
 def test_zero_noise_plan_is_infinite_and_warned() -> None:
-    report = plan_budget(
-        BudgetPlan(clients=100, clients_per_round=10, rounds=3, noise_multiplier=0.0, delta=1e-4)
-    )
+    report = plan_budget(BudgetPlan(clients=100, clients_per_round=10, rounds=3, noise_multiplier=0.0, delta=1e-4))
     assert report.epsilon == {"rdp": math.inf, "pld": math.inf}
     assert report.to_json_dict()["epsilon"] == {"rdp": "inf", "pld": "inf"}
     assert any("not differentially private" in w for w in report.warnings)

@@ -14,9 +14,7 @@ from fedmodel.privacy.calibration import MAX_NOISE_MULTIPLIER, calibrate_noise_m
 
 
 def eps(z: float, q: float, steps: int, delta: float, accountant: str = "rdp") -> float:
-    return epsilon(
-        dp_event(noise_multiplier=z, sampling_rate=q, steps=steps), delta=delta, accountant=accountant
-    )  # type: ignore[arg-type]
+    return epsilon(dp_event(noise_multiplier=z, sampling_rate=q, steps=steps), delta=delta, accountant=accountant)  # type: ignore[arg-type]
 
 
 @settings(max_examples=25, deadline=None)
@@ -26,9 +24,7 @@ def eps(z: float, q: float, steps: int, delta: float, accountant: str = "rdp") -
     q=st.floats(1e-3, 0.5),
     steps=st.integers(1, 5000),
 )
-def test_rdp_calibration_never_overshoots_and_is_tight(
-    target: float, delta: float, q: float, steps: int
-) -> None:
+def test_rdp_calibration_never_overshoots_and_is_tight(target: float, delta: float, q: float, steps: int) -> None:
     z = calibrate_noise_multiplier(target_epsilon=target, delta=delta, sampling_rate=q, steps=steps)
     assert eps(z, q, steps, delta) <= target  # exactly, not approximately
     assert eps(z * 0.99, q, steps, delta) > target
@@ -38,12 +34,8 @@ def test_rdp_calibration_never_overshoots_and_is_tight(
     ("target", "delta", "q", "steps"),
     [(3.0, 1e-5, 256 / 60000, math.ceil(60 * 60000 / 256)), (2.0, 1e-6, 0.05, 100), (1.0, 1e-5, 0.01, 1000)],
 )
-def test_pld_calibration_never_overshoots_and_is_tight(
-    target: float, delta: float, q: float, steps: int
-) -> None:
-    z = calibrate_noise_multiplier(
-        target_epsilon=target, delta=delta, sampling_rate=q, steps=steps, accountant="pld"
-    )
+def test_pld_calibration_never_overshoots_and_is_tight(target: float, delta: float, q: float, steps: int) -> None:
+    z = calibrate_noise_multiplier(target_epsilon=target, delta=delta, sampling_rate=q, steps=steps, accountant="pld")
     assert eps(z, q, steps, delta, "pld") <= target
     assert eps(z * 0.99, q, steps, delta, "pld") > target
     # PLD is the tighter accountant, so it needs no more noise than RDP

@@ -57,9 +57,7 @@ def brute_force(
 @pytest.mark.parametrize("engine", ["auto", "vectorized"])
 def test_clipped_sum_matches_a_per_example_loop(name: str, engine: str) -> None:
     shape, classes = CASES[name]
-    hparams = (
-        {"units": 16} if name == "lstm" else {"d_model": 16, "heads": 2} if name == "transformer" else {}
-    )
+    hparams = {"units": 16} if name == "lstm" else {"d_model": 16, "heads": 2} if name == "transformer" else {}
     model = zoo.build_model(name, input_shape=shape, num_classes=classes, seed=1, **hparams)
     x, y = data(shape, classes, n=6)
     clip = 0.5
@@ -155,9 +153,7 @@ def test_a_no_noise_step_equals_a_hand_computation() -> None:
     model = tf.keras.Model(inputs, tf.keras.layers.Dense(2, kernel_initializer="zeros")(inputs))
     wrapped = DPSGDModel(model, DPSGDConfig(l2_norm_clip=1.0, noise_multiplier=0.0, expected_batch_size=2.0))
     wrapped.compile(optimizer=tf.keras.optimizers.SGD(1.0), loss=LOSS)
-    wrapped.fit(
-        np.array([[3.0, 4.0], [0.1, 0.0]], np.float32), np.array([0, 1]), batch_size=2, epochs=1, verbose=0
-    )
+    wrapped.fit(np.array([[3.0, 4.0], [0.1, 0.0]], np.float32), np.array([0, 1]), batch_size=2, epochs=1, verbose=0)
     s = 1 / np.sqrt(13)
     kernel = -(np.array([[-1.5, 1.5], [-2.0, 2.0]]) * s + np.array([[0.05, -0.05], [0.0, 0.0]])) / 2
     bias = -(np.array([-0.5, 0.5]) * s + np.array([0.5, -0.5])) / 2
@@ -179,15 +175,11 @@ def test_no_noise_update_equals_tensorflow_privacy_reference() -> None:
         optimizer=tfp.DPKerasSGDOptimizer(
             l2_norm_clip=0.8, noise_multiplier=0.0, num_microbatches=32, learning_rate=0.5
         ),
-        loss=tf.keras.losses.SparseCategoricalCrossentropy(
-            from_logits=True, reduction=tf.keras.losses.Reduction.NONE
-        ),
+        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=tf.keras.losses.Reduction.NONE),
     )
     wrapped.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
     ref.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
-    moved = max(
-        float(np.max(np.abs(a - b))) for a, b in zip(ours.get_weights(), _initial_cnn(5), strict=True)
-    )
+    moved = max(float(np.max(np.abs(a - b))) for a, b in zip(ours.get_weights(), _initial_cnn(5), strict=True))
     assert moved > 1e-3  # the step did something
     for a, b in zip(ours.get_weights(), ref.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-6)

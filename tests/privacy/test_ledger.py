@@ -64,9 +64,7 @@ def test_epsilon_is_that_of_the_composed_events() -> None:
     pld = dp_accounting.pld.PLDAccountant(value_discretization_interval=1e-3)
     pld.compose(event)
     assert ledger.epsilon(accountant="pld") == pytest.approx(pld.get_epsilon(1e-5), rel=1e-12)
-    one_entry = epsilon(
-        dp_event(noise_multiplier=1.1, sampling_rate=Q, steps=5000), delta=1e-5, accountant="pld"
-    )
+    one_entry = epsilon(dp_event(noise_multiplier=1.1, sampling_rate=Q, steps=5000), delta=1e-5, accountant="pld")
     assert ledger.epsilon(1e-5, "pld") > one_entry
 
 
@@ -188,9 +186,7 @@ def test_remaining_steps_for_a_long_central_run_is_fast_and_consistent() -> None
     )
     assert budget >= 14063
     assert (
-        steps_within_budget(
-            noise_multiplier=1.1, sampling_rate=Q, delta=1e-5, target_epsilon=2.5, accountant="rdp"
-        )
+        steps_within_budget(noise_multiplier=1.1, sampling_rate=Q, delta=1e-5, target_epsilon=2.5, accountant="rdp")
         < 14063
     )
 

@@ -13,9 +13,7 @@ SCRIPT = Path(__file__).with_name("mirrored_noise_check.py")
 
 
 def test_two_replicas_add_noise_once_not_twice() -> None:
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT)], capture_output=True, text=True, timeout=600, check=False
-    )
+    proc = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got["replicas"] == 2 and got["count"] > 80_000

@@ -52,9 +52,7 @@ CONFIGS = ["default", "small"]
 
 def config(spec: ModelSpec, which: str) -> tuple[tuple[int, ...], int]:
     """(input_shape, num_classes) of the ``default`` or ``small`` configuration."""
-    return (
-        (spec.default_input_shape, spec.default_num_classes) if which == "default" else SMALL[spec.input_kind]
-    )
+    return (spec.default_input_shape, spec.default_num_classes) if which == "default" else SMALL[spec.input_kind]
 
 
 @functools.cache
@@ -64,9 +62,7 @@ def built(name: str, which: str) -> tf.keras.Model:
     return build_model(name, input_shape=shape, num_classes=classes, seed=0)
 
 
-def make_data(
-    spec: ModelSpec, shape: tuple[int, ...], classes: int, *, n: int = 32
-) -> tuple[np.ndarray, ...]:
+def make_data(spec: ModelSpec, shape: tuple[int, ...], classes: int, *, n: int = 32) -> tuple[np.ndarray, ...]:
     """Tiny learnable data: the argmax of a fixed linear map for classifiers, ``next = token + 1`` for LMs."""
     rng = np.random.default_rng(0)
     if spec.task == "next-token":

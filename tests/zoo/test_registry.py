@@ -31,10 +31,7 @@ def test_available_models_sorted_and_complete() -> None:
 @pytest.mark.parametrize(("name", "params"), sorted(PUBLISHED_COUNTS.items()))
 def test_published_parameter_counts(name: str, params: int) -> None:
     spec = get_spec(name)
-    assert (
-        count_params(name, input_shape=spec.default_input_shape, num_classes=spec.default_num_classes)
-        == params
-    )
+    assert count_params(name, input_shape=spec.default_input_shape, num_classes=spec.default_num_classes) == params
 
 
 def test_specs_and_hyperparameters_are_immutable() -> None:
@@ -98,7 +95,5 @@ def test_zoo_metadata_does_not_import_tensorflow() -> None:
         print(sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras")))
         """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
-    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
     assert result.stdout.strip() == "[]"

@@ -1,0 +1,38 @@
+"""FederatedConfig: kebab-case settings in, validated frozen config out."""
+
+from __future__ import annotations
+
+import pytest
+
+from fedmodel.errors import ConfigError
+from fedmodel.federated.config import FederatedConfig
+
+
+def test_from_mapping_reads_kebab_case_and_hparams() -> None:
+    config = FederatedConfig.from_mapping(
+        {"num-clients": 20, "clients-per-round": 4, "hparam-hidden": "[32, 16]", "dp-noise": 1, "local_epochs": 2}
+    )
+    assert config.num_clients == 20 and config.sampling_rate == 0.2
+    assert config.hparams == {"hidden": [32, 16]}
+    assert config.dp_noise == 1.0 and config.local_epochs == 2
+    again = FederatedConfig.from_mapping(config.to_run_config())
+    assert again == config
+
+
+@pytest.mark.parametrize(
+    ("values", "fragment"),
+    [
+        ({"num-clinets": 3}, "unknown setting 'num-clinets'"),
+        ({"num-clients": 3, "clients-per-round": 5}, "clients-per-round must be <= num-clients, got 5 > 3"),
+        ({"rounds": 0}, "rounds must be an integer >= 1, got 0"),
+        ({"client-lr": -0.1}, "client-lr must be a number > 0, got -0.1"),
+        ({"strategy": "fedsgd"}, "strategy must be one of"),
+        ({"dp-noise": 1.0, "strategy": "krum"}, "not a mean"),
+        ({"target-epsilon": 3.0}, "target-epsilon needs client-level DP"),
+        ({"delta": 1.5}, "delta"),
+    ],
+)
+def test_bad_settings_name_the_value(values: dict[str, object], fragment: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        FederatedConfig.from_mapping(values)
+    assert fragment in str(err.value)
