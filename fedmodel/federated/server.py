@@ -70,9 +70,9 @@ def audit_replies(
             continue
         content = reply.content
         if seen is not None:
-            seen["records"].update(f"{kind}:{name}" for kind, names in (
-                ("arrays", content.array_records), ("metrics", content.metric_records), ("config", content.config_records)
-            ) for name in names)  # fmt: skip
+            seen["records"].update(f"arrays:{name}" for name in content.array_records)
+            seen["records"].update(f"metrics:{name}" for name in content.metric_records)
+            seen["records"].update(f"config:{name}" for name in content.config_records)
             seen["metrics"].update(k for record in content.metric_records.values() for k in record)
         arrays_ok = set(content.array_records) == {"arrays"} and same_shapes(
             content.array_records["arrays"].to_numpy_ndarrays(), reference

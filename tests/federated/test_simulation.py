@@ -38,7 +38,7 @@ def simulate(run_dir: Path, rounds: int) -> dict[str, object]:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, object], dict[str, object]]:
     run_dir = tmp_path_factory.mktemp("fed") / "run"
-    first = json.loads(json.dumps(simulate(run_dir, rounds=3)))
+    simulate(run_dir, rounds=3)
     first_record = json.loads((run_dir / "run.json").read_text())
     simulate(run_dir, rounds=5)  # restart: resumes after round 3
     return run_dir, first_record, json.loads((run_dir / "run.json").read_text())
@@ -64,7 +64,7 @@ def test_server_receives_only_weight_shaped_arrays_counts_and_metrics(runs: tupl
 
 
 def test_ledger_matches_fedmodel_budget_for_the_same_schedule(runs: tuple) -> None:  # type: ignore[type-arg]
-    run_dir, first, _ = runs
+    _, first, _ = runs
     proc = subprocess.run(
         [sys.executable, "-m", "fedmodel.cli", "budget", "--clients", "6", "--clients-per-round", "3", "--rounds", "3",
          "--noise-multiplier", "0.01", "--delta", "1e-3", "--format", "json"],
