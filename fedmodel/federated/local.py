@@ -91,6 +91,46 @@ class LocalTrainer:
             )
             self.trainable = DPSGDModel(self.model, dp)
         self.trainable.compile(optimizer=self.optimizer, loss=loss, metrics=metrics)
+        self.optimizer.build(self.model.trainable_variables)
+        self._loss = loss
+        self._epochs_fn = self._compile_epochs(key)
+
+    def _compile_epochs(self, key: TrainerKey) -> Any:
+        """One compiled function that runs all local epochs of minibatch training over a shard.
+
+        Shuffling, batching and the optimizer steps all happen inside the graph, so a client call costs
+        one function call, not a Keras ``fit`` (data adapter, callbacks, per-step dispatch). Traced once:
+        the example dimension is unknown, so shards of every size share the trace.
+        """
+        model, optimizer, loss_fn, batch = self.model, self.optimizer, self._loss, key.batch_size
+        x_spec = tf.TensorSpec((None, *key.input_shape), self.model.inputs[0].dtype)
+        y_spec = tf.TensorSpec((None, *self.model.output_shape[1:-1]), tf.int64)
+
+        @tf.function(input_signature=[x_spec, y_spec, tf.TensorSpec((), tf.int32), tf.TensorSpec((2,), tf.int32)])
+        def run(x: tf.Tensor, y: tf.Tensor, epochs: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            n = tf.shape(x)[0]
+            total_loss, correct, count = tf.constant(0.0), tf.constant(0.0), tf.constant(0.0)
+            for epoch in tf.range(epochs):
+                order = tf.random.experimental.stateless_shuffle(tf.range(n), seed=seed + tf.stack([0, epoch]))
+                total_loss, correct, count = tf.constant(0.0), tf.constant(0.0), tf.constant(0.0)
+                for start in tf.range(0, n, batch):
+                    idx = order[start : start + batch]
+                    xb, yb = tf.gather(x, idx), tf.gather(y, idx)
+                    with tf.GradientTape() as tape:
+                        logits = model(xb, training=True)
+                        loss = loss_fn(yb, logits)
+                        if model.losses:
+                            loss += tf.add_n(model.losses)
+                    grads = tape.gradient(loss, model.trainable_variables)
+                    optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+                    size = tf.cast(tf.size(yb), tf.float32)
+                    total_loss += loss * size
+                    hits = tf.cast(tf.equal(tf.argmax(logits, -1), yb), tf.float32)
+                    correct += tf.reduce_sum(hits)
+                    count += size
+            return total_loss / tf.maximum(count, 1.0), correct / tf.maximum(count, 1.0)
+
+        return run
 
     def _load(self, weights: list[np.ndarray]) -> None:
         self.model.set_weights(weights)
@@ -125,11 +165,13 @@ class LocalTrainer:
             if ledger is not None:
                 assert self.key.local_dp_noise is not None
                 ledger.record(noise_multiplier=self.key.local_dp_noise, sampling_rate=q, count=steps)
+            metrics = {f"train_{k}": float(v[-1]) for k, v in history.history.items() if k in ("loss", "accuracy")}
         else:
-            history = self.trainable.fit(
-                shard.x_train, shard.y_train, batch_size=batch, epochs=epochs, shuffle=True, verbose=0
-            )
-        metrics = {f"train_{k}": float(v[-1]) for k, v in history.history.items() if k in ("loss", "accuracy")}
+            loss, accuracy = self._epochs_fn(
+                shard.x_train, shard.y_train.astype(np.int64), tf.constant(epochs, tf.int32),
+                tf.constant([seed % 2**31, 0], tf.int32),
+            )  # fmt: skip
+            metrics = {"train_loss": float(loss), "train_accuracy": float(accuracy)}
         return [w.copy() for w in self.model.get_weights()], metrics
 
     def evaluate(self, weights: list[np.ndarray], x: np.ndarray, y: np.ndarray, *, task: str) -> dict[str, Any]:

@@ -85,6 +85,9 @@ def run_simulation(config: FederatedConfig, *, num_cpus: int | None = None) -> N
     from fedmodel.federated.client_app import make_client_app
     from fedmodel.federated.server_app import make_server_app
 
+    import logging
+
+    logging.getLogger("flwr").setLevel(logging.WARNING)  # fedmodel prints its own per-round table
     cpus = num_cpus or os.cpu_count() or 1
     backend = {
         "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
