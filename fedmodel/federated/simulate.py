@@ -80,12 +80,12 @@ def preflight(config: FederatedConfig) -> None:
 
 def run_simulation(config: FederatedConfig, *, num_cpus: int | None = None) -> None:
     """Run the federated experiment on Flower's Ray simulation engine (blocks until done)."""
+    import logging
+
     import flwr.simulation
 
     from fedmodel.federated.client_app import make_client_app
     from fedmodel.federated.server_app import make_server_app
-
-    import logging
 
     logging.getLogger("flwr").setLevel(logging.WARNING)  # fedmodel prints its own per-round table
     cpus = num_cpus or os.cpu_count() or 1
