@@ -35,7 +35,7 @@ DEMO: dict[str, Any] = {
     "dp-noise": 1.0,
     "dp-clip": 1.0,
     "delta": 1e-3,
-    "fraction-evaluate": 0.1,
+    "fraction-evaluate": 0.0,
 }
 
 
