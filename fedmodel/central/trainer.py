@@ -153,6 +153,7 @@ def train(config: TrainConfig, *, run_dir: str | Path, plan: Plan | None = None)
     strategy = make_strategy(config.strategy, logical_devices=config.logical_devices)
     policy = resolve_precision(config.precision)
     apply_precision(policy)
+    target = output_dir(strategy, run_dir)
     try:
         train_idx, val_idx = split_validation(len(data.x_train), config.validation_fraction, config.seed)
         x_train, y_train = data.x_train[train_idx], data.y_train[train_idx]
@@ -166,9 +167,8 @@ def train(config: TrainConfig, *, run_dir: str | Path, plan: Plan | None = None)
             ledger_cb = private.LedgerCallback(private.new_ledger(plan.privacy, steps_per_epoch=steps), plan.privacy)
         model = build_compiled_model(config, plan, strategy=strategy, steps_per_epoch=steps)
         if ledger_cb is not None:
-            ledger_cb.ledger.notes.append(f"engine {engine_name(model)}, sampling {plan.privacy.sampling}")  # type: ignore[union-attr]
+            ledger_cb.ledger.notes.append(f"engine {engine_name(model)}, sampling {ledger_cb.plan.privacy.sampling}")
 
-        target = output_dir(strategy, run_dir)
         with staged_run_dir(target) as out:
             # 3. Fit.
             val_ds = (
