@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import tensorflow as tf
 
@@ -29,16 +30,17 @@ Grads = list[tf.Tensor]
 class LayerTap:
     """One trainable layer: how to get its pre-activation gradient and its per-example gradients.
 
-    ``per_example(a, g)`` returns per-example gradients of the layer's trainable weights, as a list of
-    ``(batch, *weight.shape)`` tensors in ``layer.trainable_weights`` order, or ``None`` for a weight whose
-    per-example gradients are not formed; ``sq_norms(a, g)`` returns ``(batch,)`` squared norms over
-    all the layer's weights; ``clipped_sum(a, g, c)`` returns the clipped sums in weight order.
+    ``prepare(a)`` turns the layer input into what the other two need (computed once per step: e.g. a
+    convolution's input patches); ``sq_norms(prepared, g)`` returns ``(batch,)`` squared norms over all the
+    layer's weights; ``clipped_sum(prepared, g, c)`` returns ``sum_i c_i grad_i`` per weight, in
+    ``layer.trainable_weights`` order.
     """
 
     layer: tf.keras.layers.Layer
-    sq_norms: Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
-    clipped_sum: Callable[[tf.Tensor, tf.Tensor, tf.Tensor], Grads]
+    sq_norms: Callable[[Any, tf.Tensor], tf.Tensor]
+    clipped_sum: Callable[[Any, tf.Tensor, tf.Tensor], Grads]
     has_activation: bool
+    prepare: Callable[[tf.Tensor], Any] = lambda a: a
 
     def pre_activation_grad(self, a: tf.Tensor, y: tf.Tensor, g_y: tf.Tensor) -> tf.Tensor:
         """``dL/dz`` from the layer input ``a``, its output ``y = act(z)`` and ``dL/dy``."""
@@ -113,17 +115,42 @@ def _dense_tap(layer: tf.keras.layers.Dense) -> LayerTap:
 
 
 def _patches(layer: tf.keras.layers.Conv2D, a: tf.Tensor) -> tf.Tensor:
-    """Input patches (batch, positions, kh*kw*cin), ordered as the kernel's first three axes."""
+    """Input patches (batch, positions, kh*kw*cin), ordered as the kernel's first three axes.
+
+    Gathered with strided slices of the (padded) input, ``ceil(kh/s) * ceil(kw/s)`` of them: a strided
+    convolution is first folded into a stride-1 one with ``space_to_depth``. On CPU this is several times
+    faster than ``tf.image.extract_patches``.
+    """
     kh, kw = layer.kernel_size
     sh, sw = layer.strides
-    p = tf.image.extract_patches(
-        _f32(a),
-        sizes=[1, kh, kw, 1],
-        strides=[1, sh, sw, 1],
-        rates=[1, 1, 1, 1],
-        padding=layer.padding.upper(),
-    )
-    return tf.reshape(p, [tf.shape(a)[0], -1, kh * kw * a.shape[-1]])
+    a = _f32(a)
+    batch, cin = tf.shape(a)[0], a.shape[-1]
+    height, width = a.shape[1], a.shape[2]
+    if layer.padding == "same":
+        out_h, out_w = -(-height // sh), -(-width // sw)
+        ph, pw = max((out_h - 1) * sh + kh - height, 0), max((out_w - 1) * sw + kw - width, 0)
+        top, left = ph // 2, pw // 2
+    else:
+        out_h, out_w = (height - kh) // sh + 1, (width - kw) // sw + 1
+        top = left = 0
+    if sh != sw:  # space_to_depth needs one block size
+        p = tf.image.extract_patches(
+            a, sizes=[1, kh, kw, 1], strides=[1, sh, sw, 1], rates=[1, 1, 1, 1], padding=layer.padding.upper()
+        )
+        return tf.reshape(p, [batch, -1, kh * kw * cin])
+    s = sh
+    qh, qw = -(-kh // s), -(-kw // s)  # kernel size in blocks
+    need_h, need_w = (out_h - 1 + qh) * s, (out_w - 1 + qw) * s  # padded extent, a multiple of s
+    a = tf.pad(a, [[0, 0], [top, max(need_h - height - top, 0)], [left, max(need_w - width - left, 0)], [0, 0]])
+    a = a[:, :need_h, :need_w, :]
+    if s > 1:
+        a = tf.nn.space_to_depth(a, s)  # (batch, need_h/s, need_w/s, s*s*cin), channels ordered (ry, rx, cin)
+    columns = [a[:, qy : qy + out_h, qx : qx + out_w, :] for qy in range(qh) for qx in range(qw)]
+    p = tf.stack(columns, axis=3)  # (batch, out_h, out_w, qh*qw, s*s*cin)
+    p = tf.reshape(p, [batch, out_h, out_w, qh, qw, s, s, cin])
+    p = tf.transpose(p, [0, 1, 2, 3, 5, 4, 6, 7])  # (..., qh, ry, qw, rx, cin): dy = qy*s + ry
+    p = tf.reshape(p, [batch, out_h, out_w, qh * s, qw * s, cin])[:, :, :, :kh, :kw, :]
+    return tf.reshape(p, [batch, out_h * out_w, kh * kw * cin])
 
 
 def _conv_tap(layer: tf.keras.layers.Conv2D) -> LayerTap:
@@ -132,15 +159,25 @@ def _conv_tap(layer: tf.keras.layers.Conv2D) -> LayerTap:
     def flat_g(g: tf.Tensor) -> tf.Tensor:
         return tf.reshape(_f32(g), [tf.shape(g)[0], -1, g.shape[-1]])
 
-    def sq_norms(a: tf.Tensor, g: tf.Tensor) -> tf.Tensor:
-        return _matmul_sq_norms(_patches(layer, a), flat_g(g), use_bias=layer.use_bias)
+    def prepare(a: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return _f32(a), _patches(layer, a)
 
-    def clipped_sum(a: tf.Tensor, g: tf.Tensor, c: tf.Tensor) -> Grads:
-        grads = _matmul_clipped_sum(_patches(layer, a), flat_g(g), c, use_bias=layer.use_bias)
-        grads[0] = tf.reshape(grads[0], kernel_shape)
-        return grads
+    def sq_norms(prepared: tuple[tf.Tensor, tf.Tensor], g: tf.Tensor) -> tf.Tensor:
+        return _matmul_sq_norms(prepared[1], flat_g(g), use_bias=layer.use_bias)
 
-    return LayerTap(layer, sq_norms, clipped_sum, has_activation=_has_activation(layer))
+    def clipped_sum(prepared: tuple[tf.Tensor, tf.Tensor], g: tf.Tensor, c: tf.Tensor) -> Grads:
+        # The clipped sum is an ordinary filter gradient of the output gradient scaled per example.
+        gc = _f32(g) * c[:, None, None, None]
+        kernel = tf.raw_ops.Conv2DBackpropFilter(
+            input=prepared[0],
+            filter_sizes=kernel_shape,
+            out_backprop=gc,
+            strides=[1, *layer.strides, 1],
+            padding=layer.padding.upper(),
+        )
+        return [kernel, tf.reduce_sum(gc, axis=[0, 1, 2])] if layer.use_bias else [kernel]
+
+    return LayerTap(layer, sq_norms, clipped_sum, has_activation=_has_activation(layer), prepare=prepare)
 
 
 # -- Embedding -------------------------------------------------------------------------------------
