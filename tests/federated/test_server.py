@@ -18,8 +18,11 @@ def test_budget_check_stops_before_the_round_that_would_exceed_the_target() -> N
         state.ledger.record(noise_multiplier=1.0, sampling_rate=0.5, epoch=rounds + 1)
         rounds += 1
         assert rounds < 1000
-    spent = epsilon(dp_event(noise_multiplier=1.0, sampling_rate=0.5, steps=rounds), delta=1e-3, accountant="rdp")
-    one_more = epsilon(dp_event(noise_multiplier=1.0, sampling_rate=0.5, steps=rounds + 1), delta=1e-3, accountant="rdp")
+
+    def eps(steps: int) -> float:
+        return epsilon(dp_event(noise_multiplier=1.0, sampling_rate=0.5, steps=steps), delta=1e-3, accountant="rdp")
+
+    spent, one_more = eps(rounds), eps(rounds + 1)
     assert rounds >= 1 and spent <= 3.0 < one_more
 
 
