@@ -122,3 +122,14 @@ def test_batch_larger_than_the_data_is_refused_before_training() -> None:
     )
     with pytest.raises(ConfigError, match="batch_size=5000 > examples="):
         plan_for(config)
+
+
+def test_dp_sgd_under_mixed_bfloat16_trains_with_float32_norms(tmp_path: Path) -> None:
+    privacy = PrivacyConfig(noise_multiplier=0.5, delta=1e-4)
+    config = TrainConfig(
+        model="cnn", dataset="synthetic", epochs=2, batch_size=50, precision="mixed_bfloat16", privacy=privacy, **FAST
+    )
+    result = train(config, run_dir=tmp_path / "run")
+    assert result.precision == "mixed_bfloat16" and result.privacy is not None
+    assert result.privacy["engine"] == "fast"
+    assert result.history["loss"][-1] < result.history["loss"][0]
