@@ -78,7 +78,7 @@ def main() -> None:
                 final = result["final"]
                 privacy = result.get("privacy") or {}
                 eps = privacy.get("epsilon", {}).get("rdp") if privacy else None
-                commands.append("fedmodel " + " ".join(sim[:1] + sim[4:]))
+                commands.append("fedmodel " + " ".join(sim[:1] + [repr(a) if " " in a else a for a in sim[5:]]))
                 rows.append((dataset, name, final["accuracy"], eps, seconds))  # type: ignore[index]
     print("| dataset | setting | test accuracy | epsilon (RDP, client) | wall s |")
     print("|---|---|---|---|---|")
