@@ -20,8 +20,11 @@ from fedmodel.errors import ConfigError
 EXIT_USAGE = 2
 
 
-def parse_assignments(items: Sequence[str], *, flag: str) -> dict[str, Any]:
-    """``["units=64", "hidden=(128, 64)"]`` -> ``{"units": 64, "hidden": (128, 64)}`` (Python literals)."""
+def parse_assignments(items: Sequence[str], *, flag: str, snake_case: bool = True) -> dict[str, Any]:
+    """``["units=64", "hidden=(128, 64)"]`` -> ``{"units": 64, "hidden": (128, 64)}`` (Python literals).
+
+    ``snake_case`` turns ``a-b`` keys into ``a_b`` (model hyperparameters); ``--set`` keys are kept as typed.
+    """
     out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
@@ -31,7 +34,7 @@ def parse_assignments(items: Sequence[str], *, flag: str) -> dict[str, Any]:
             value: Any = ast.literal_eval(raw)
         except (ValueError, SyntaxError):
             value = raw
-        out[key.strip().replace("-", "_")] = value
+        out[key.strip().replace("-", "_") if snake_case else key.strip()] = value
     return out
 
 
@@ -120,7 +123,7 @@ def cmd_simulate(args: argparse.Namespace, *, base: dict[str, Any] | None = None
     from fedmodel.rundir import default_run_dir
 
     values = {**(base or {}), **read_settings(getattr(args, "config", None))}
-    values.update(parse_assignments(args.set, flag="--set"))
+    values.update(parse_assignments(args.set, flag="--set", snake_case=False))
     if args.run_dir:
         values["run-dir"] = args.run_dir
     config = settings_to_config(values)

@@ -118,3 +118,23 @@ def test_partition_prints_each_clients_labels_and_writes_a_plot(tmp_path: Path) 
     counts = np.array(json.loads(proc.stdout)["counts"])
     assert counts.sum() == 1437
     assert ((counts > 0).sum(axis=1) <= 4).all()  # a label-sorted shard of ~72 spans at most 2 labels
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["simulate", "--set", "num-clinets=3"], "unknown setting 'num-clinets'"),
+        (["simulate", "/nonexistent/exp.toml"], "/nonexistent/exp.toml does not exist"),
+        (["simulate", "--set", "clients-per-round=50", "--set", "num-clients=10"], "clients-per-round must be <="),
+        (["simulate", "--set", "model=lstm"], "next-token"),
+        (["demo", "--set", "dp-noise=-1"], "dp-noise must be >= 0"),
+    ],
+)
+def test_simulate_bad_input_is_one_line_exit_2_before_flower_starts(
+    tmp_path: Path, argv: list[str], fragment: str
+) -> None:
+    proc = fedmodel(*argv, "--run-dir", str(tmp_path / "run"), timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("fedmodel: error:")]
+    assert len(errors) == 1 and fragment in errors[0], proc.stderr[-2000:]
+    assert not (tmp_path / "run").exists()

@@ -159,9 +159,8 @@ class FederatedConfig:
                 hparams[name] = _literal(value)
                 continue
             if key not in fields:
-                raise ConfigError(
-                    f"unknown setting {raw_key!r}; expected one of {', '.join(sorted(_key(k) for k in fields))}"
-                )
+                known = [*sorted(_key(k) for k in fields if k != "hparams"), "hparam-NAME"]
+                raise ConfigError(f"unknown setting {raw_key!r}; expected one of {', '.join(known)}")
             kwargs[key] = _coerce(fields[key], value)
         if hparams:
             kwargs["hparams"] = {**dict(kwargs.get("hparams", {})), **hparams}
