@@ -31,8 +31,12 @@ def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(log_norm - z[np.arange(len(y)), y]))
 
 
-def classification_metrics(logits: np.ndarray, labels: np.ndarray, *, task: str = "classification") -> dict[str, Any]:
+def classification_metrics(
+    logits: np.ndarray, labels: np.ndarray, *, task: str = "classification", detailed: bool = True
+) -> dict[str, Any]:
     """``loss``, ``accuracy`` and, for classification, ``macro_f1`` and ``auc`` (one-vs-rest, macro).
+
+    ``detailed=False`` skips macro-F1 and AUC (scikit-learn, ~15 ms on 1,000 examples).
 
     ``auc`` is ``None`` when it is undefined: a test set that lacks some class.
     """
@@ -48,6 +52,8 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, *, task: str 
     }
     if task == "next-token":
         out["perplexity"] = math.exp(min(out["loss"], 700.0))
+        return out
+    if not detailed:  # loss and accuracy only: cheap enough for every federated round
         return out
     num_classes = flat_logits.shape[1]
     out["macro_f1"] = float(

@@ -53,6 +53,7 @@ class ServerState:
     history: list[dict[str, Any]]
     rejected_replies: int = 0
     stop_reason: str | None = None
+    final_metrics: dict[str, Any] | None = None
     seen: dict[str, set[str]] = dataclasses.field(default_factory=lambda: {"records": set(), "metrics": set()})
 
 
@@ -208,7 +209,7 @@ def run_server(
         if aggregated is not None:
             arrays = aggregated
         weights = arrays.to_numpy_ndarrays()
-        central = evaluator.evaluate(weights, data.x_test, data.y_test, task=data.info.task)  # 5.
+        central = evaluator.evaluate(weights, data.x_test, data.y_test, task=data.info.task, detailed=False)  # 5.
         fed = None
         if config.fraction_evaluate > 0:
             eval_messages = state.strategy.configure_evaluate(rnd, arrays, ConfigRecord(), grid)
@@ -234,16 +235,18 @@ def run_server(
         state.history.append(row)
         state.round, state.weights = rnd, weights
         save_checkpoint(run_dir, state)  # 6.
-        write_summary(run_dir, config, state)
+        write_summary(run_dir, config, state, final=False)
         print(_fmt(row), file=out, flush=True)
+    state.final_metrics = evaluator.evaluate(state.weights, data.x_test, data.y_test, task=data.info.task)
     write_summary(run_dir, config, state)
     return state
 
 
-def write_summary(run_dir: Path, config: FederatedConfig, state: ServerState) -> None:
-    """``run.json`` (config, versions, rounds, privacy) and the final model weights."""
+def write_summary(run_dir: Path, config: FederatedConfig, state: ServerState, *, final: bool = True) -> None:
+    """``run.json`` (config, versions, rounds, privacy) and, at the end, the final model weights."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    np.savez(run_dir / "weights.npz", *state.weights)
+    if final:  # during the run the checkpoint holds the weights
+        np.savez(run_dir / "weights.npz", *state.weights)
     privacy = None
     if state.ledger is not None:
         privacy = {
@@ -265,6 +268,7 @@ def write_summary(run_dir: Path, config: FederatedConfig, state: ServerState) ->
             "rounds_run": state.round,
             "rounds": state.history,
             "final": state.history[-1] if state.history else None,
+            "test_metrics": state.final_metrics,
             "privacy": privacy,
             "rejected_replies": state.rejected_replies,
             "reply_audit": {
