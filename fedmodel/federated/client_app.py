@@ -35,18 +35,12 @@ def node_shard(config: FederatedConfig, context: Context) -> tuple[Shard, int]:
 
 def _trainer(config: FederatedConfig, shard: Shard, *, proximal_mu: float, local_dp: bool) -> Any:
     key = TrainerKey.of(
-        config if local_dp else _without_local_dp(config),
+        config if local_dp else config.without_local_dp(),
         input_shape=tuple(shard.x_train.shape[1:]),
         num_classes=dataset_for(config).info.num_classes,
         proximal_mu=proximal_mu,
     )
     return trainer_for(key)
-
-
-def _without_local_dp(config: FederatedConfig) -> FederatedConfig:
-    import dataclasses
-
-    return dataclasses.replace(config, local_dp_noise=None) if config.local_dp_noise is not None else config
 
 
 def _local_ledger(context: Context, config: FederatedConfig, examples: int) -> PrivacyLedger:

@@ -142,6 +142,10 @@ class FederatedConfig:
         """Fault injection for tests and drills: partitions whose client raises (``fail-partitions = "0,3"``)."""
         return frozenset(int(p) for p in str(self.fail_partitions).split(",") if p.strip())
 
+    def without_local_dp(self) -> FederatedConfig:
+        """The same experiment without client-side DP-SGD (for evaluation models)."""
+        return dataclasses.replace(self, local_dp_noise=None) if self.local_dp_noise is not None else self
+
     @property
     def client_dp(self) -> bool:
         return self.dp_noise is not None

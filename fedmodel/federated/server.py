@@ -75,10 +75,9 @@ def audit_replies(
             seen["records"].update(f"metrics:{name}" for name in content.metric_records)
             seen["records"].update(f"config:{name}" for name in content.config_records)
             seen["metrics"].update(k for record in content.metric_records.values() for k in record)
-        arrays_ok = set(content.array_records) == {"arrays"} and same_shapes(
-            content.array_records["arrays"].to_numpy_ndarrays(), reference
-        )
-        finite = arrays_ok and all(np.isfinite(a).all() for a in content.array_records["arrays"].to_numpy_ndarrays())
+        arrays = content.array_records["arrays"].to_numpy_ndarrays() if "arrays" in content.array_records else []
+        arrays_ok = set(content.array_records) == {"arrays"} and same_shapes(arrays, reference)
+        finite = arrays_ok and all(np.isfinite(a).all() for a in arrays)
         metrics_ok = all(
             isinstance(v, int | float) for record in content.metric_records.values() for v in record.values()
         )
@@ -173,7 +172,7 @@ def run_server(
     data = dataset_for(config)
     evaluator = trainer_for(
         TrainerKey.of(
-            dataclasses.replace(config, local_dp_noise=None),
+            config.without_local_dp(),
             input_shape=data.info.input_shape,
             num_classes=data.info.num_classes,
             proximal_mu=0.0,
