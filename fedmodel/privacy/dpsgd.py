@@ -144,11 +144,10 @@ class ClippedSum:
             tap.pre_activation_grad(a, out, g)
             for tap, a, out, g in zip(self.taps, inputs, outputs, grads_out, strict=True)
         ]
-        prepared = [tap.prepare(a) for tap, a in zip(self.taps, inputs, strict=True)]
-        sq = tf.add_n([tap.sq_norms(p, g) for tap, p, g in zip(self.taps, prepared, grads_z, strict=True)])
-        norms = tf.sqrt(sq)
+        states = [tap.prepare(a, g) for tap, a, g in zip(self.taps, inputs, grads_z, strict=True)]
+        norms = tf.sqrt(tf.add_n([tap.sq_norms(state) for tap, state in zip(self.taps, states, strict=True)]))
         c = clip_factors(norms, self.l2_norm_clip)
-        flat = [s for tap, p, g in zip(self.taps, prepared, grads_z, strict=True) for s in tap.clipped_sum(p, g, c)]
+        flat = [s for tap, state in zip(self.taps, states, strict=True) for s in tap.clipped_sum(state, c)]
         sums: list[tf.Tensor | None] = [None] * len(flat)
         for position, value in zip(self._order, flat, strict=True):
             sums[position] = value
