@@ -24,7 +24,7 @@ import tensorflow as tf
 import tensorflow_privacy as tfp
 
 from fedmodel.errors import ConfigError
-from fedmodel.privacy import per_example
+from fedmodel.privacy import taps as layer_taps
 from fedmodel.privacy.vectorized import clip_factors, vectorized_clipped_sum
 
 Engine = Literal["auto", "fast", "vectorized"]
@@ -103,20 +103,17 @@ class ClippedSum:
         self.model = model
         self.loss_fn = loss_fn
         self.l2_norm_clip = l2_norm_clip
-        taps = per_example.model_taps(model) if engine != "vectorized" else None
+        taps = layer_taps.model_taps(model) if engine != "vectorized" else None
         if engine == "fast" and taps is None:
             raise ConfigError(
                 "engine 'fast' cannot handle these layers: "
-                f"{', '.join(per_example.unsupported_layers(model))}; use engine 'auto' or 'vectorized'"
+                f"{', '.join(layer_taps.unsupported_layers(model))}; use engine 'auto' or 'vectorized'"
             )
         self.taps = taps
         self.engine: Literal["fast", "vectorized"] = "fast" if taps is not None else "vectorized"
         if taps is not None:
+            self._forward = layer_taps.TappedForward(model, taps)
             tapped = [t.layer for t in taps]
-            self._tap_model = tf.keras.Model(
-                model.inputs,
-                [model.output, *[layer.input for layer in tapped], *[layer.output for layer in tapped]],
-            )
             positions = {v.ref(): i for i, v in enumerate(model.trainable_variables)}
             self._order = [positions[w.ref()] for layer in tapped for w in layer.trainable_weights]
 
@@ -133,10 +130,8 @@ class ClippedSum:
 
     def _fast(self, x: tf.Tensor, y: tf.Tensor, weights: tf.Tensor) -> Result:
         assert self.taps is not None
-        k = len(self.taps)
         with tf.GradientTape() as tape:
-            outs = self._tap_model(x, training=True)
-            logits, inputs, outputs = outs[0], outs[1 : 1 + k], outs[1 + k :]
+            logits, inputs, outputs = self._forward(x)
             losses = self.loss_fn(y, logits)
             total = tf.reduce_sum(losses * tf.cast(weights, tf.float32))
         grads_out = tape.gradient(total, outputs)

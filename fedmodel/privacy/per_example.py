@@ -18,7 +18,7 @@ generic vectorized engine (:mod:`fedmodel.privacy.vectorized`).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import tensorflow as tf
@@ -34,6 +34,11 @@ class LayerTap:
     other two share (computed once per step: e.g. a convolution's input patches, or its per-example
     gradients); ``sq_norms(state)`` returns ``(batch,)`` squared norms over all the layer's weights;
     ``clipped_sum(state, c)`` returns ``sum_i c_i grad_i`` per weight, in ``layer.trainable_weights`` order.
+
+    Most layers run as themselves and ``g`` is the gradient of their output. A layer whose per-example
+    gradients need an internal tensor (an LSTM's gate pre-activations) has a ``forward(a)`` that replaces
+    its call and returns ``(output, tapped, prepared_input)``: ``g`` is then the gradient of ``tapped`` and
+    ``prepare`` receives ``prepared_input`` in place of ``a``.
     """
 
     layer: tf.keras.layers.Layer
@@ -41,6 +46,7 @@ class LayerTap:
     clipped_sum: Callable[[Any, tf.Tensor], Grads]
     has_activation: bool
     prepare: Callable[[tf.Tensor, tf.Tensor], Any] = lambda a, g: (a, g)
+    forward: Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor, tf.Tensor]] | None = None
 
     def pre_activation_grad(self, a: tf.Tensor, y: tf.Tensor, g_y: tf.Tensor) -> tf.Tensor:
         """``dL/dz`` from the layer input ``a``, its output ``y = act(z)`` and ``dL/dy``."""
@@ -73,13 +79,13 @@ def _linear_part(layer: tf.keras.layers.Layer, a: tf.Tensor) -> tf.Tensor:
 # -- Dense and Conv2D: a sequence of (input row, output-gradient row) pairs per example ----------------
 
 
-def _as_sequence(a: tf.Tensor, g: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+def as_sequence(a: tf.Tensor, g: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Reshape to (batch, time, features) so dense-on-vectors is the time == 1 case."""
     batch = tf.shape(a)[0]
     return tf.reshape(_f32(a), [batch, -1, a.shape[-1]]), tf.reshape(_f32(g), [batch, -1, g.shape[-1]])
 
 
-def _matmul_sq_norms(a: tf.Tensor, g: tf.Tensor, *, use_bias: bool) -> tf.Tensor:
+def matmul_sq_norms(a: tf.Tensor, g: tf.Tensor, *, use_bias: bool) -> tf.Tensor:
     """Squared norms of per-example ``sum_t a_t g_t^T`` (and ``sum_t g_t`` for the bias)."""
     time, d_in, d_out = a.shape[1], a.shape[2], g.shape[2]
     if time == 1:  # ghost norm: |a|^2 |g|^2
@@ -96,7 +102,7 @@ def _matmul_sq_norms(a: tf.Tensor, g: tf.Tensor, *, use_bias: bool) -> tf.Tensor
     return sq
 
 
-def _matmul_clipped_sum(a: tf.Tensor, g: tf.Tensor, c: tf.Tensor, *, use_bias: bool) -> Grads:
+def matmul_clipped_sum(a: tf.Tensor, g: tf.Tensor, c: tf.Tensor, *, use_bias: bool) -> Grads:
     gc = g * c[:, None, None]
     out = [tf.einsum("bti,btj->ij", a, gc)]
     if use_bias:
@@ -104,14 +110,14 @@ def _matmul_clipped_sum(a: tf.Tensor, g: tf.Tensor, c: tf.Tensor, *, use_bias: b
     return out
 
 
-def _dense_tap(layer: tf.keras.layers.Dense) -> LayerTap:
+def dense_tap(layer: tf.keras.layers.Dense) -> LayerTap:
     def sq_norms(state: tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
-        return _matmul_sq_norms(*state, use_bias=layer.use_bias)
+        return matmul_sq_norms(*state, use_bias=layer.use_bias)
 
     def clipped_sum(state: tuple[tf.Tensor, tf.Tensor], c: tf.Tensor) -> Grads:
-        return _matmul_clipped_sum(*state, c, use_bias=layer.use_bias)
+        return matmul_clipped_sum(*state, c, use_bias=layer.use_bias)
 
-    return LayerTap(layer, sq_norms, clipped_sum, has_activation=_has_activation(layer), prepare=_as_sequence)
+    return LayerTap(layer, sq_norms, clipped_sum, has_activation=has_activation(layer), prepare=as_sequence)
 
 
 def _patch_geometry(layer: tf.keras.layers.Conv2D, height: int, width: int) -> tuple[int, int, int, int]:
@@ -182,7 +188,7 @@ def _single_channel_grads(layer: tf.keras.layers.Conv2D, a: tf.Tensor, g: tf.Ten
     return tf.transpose(per, [2, 0, 1, 3])
 
 
-def _conv_tap(layer: tf.keras.layers.Conv2D) -> LayerTap:
+def _conv_tap_plain(layer: tf.keras.layers.Conv2D) -> LayerTap:
     kernel_shape = layer.kernel.shape
     use_bias = layer.use_bias
 
@@ -193,20 +199,20 @@ def _conv_tap(layer: tf.keras.layers.Conv2D) -> LayerTap:
 
         def prepare_pointwise(a: tf.Tensor, g: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             sh, sw = layer.strides
-            return _as_sequence(a[:, ::sh, ::sw, :], g)
+            return as_sequence(a[:, ::sh, ::sw, :], g)
 
         def sq_norms_pointwise(state: tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
-            return _matmul_sq_norms(*state, use_bias=use_bias)
+            return matmul_sq_norms(*state, use_bias=use_bias)
 
         def clipped_sum_pointwise(state: tuple[tf.Tensor, tf.Tensor], c: tf.Tensor) -> Grads:
-            kernel, *bias = _matmul_clipped_sum(*state, c, use_bias=use_bias)
+            kernel, *bias = matmul_clipped_sum(*state, c, use_bias=use_bias)
             return [tf.reshape(kernel, kernel_shape), *bias]
 
         return LayerTap(
             layer,
             sq_norms_pointwise,
             clipped_sum_pointwise,
-            has_activation=_has_activation(layer),
+            has_activation=has_activation(layer),
             prepare=prepare_pointwise,
         )
 
@@ -224,7 +230,7 @@ def _conv_tap(layer: tf.keras.layers.Conv2D) -> LayerTap:
             return [kernel, tf.linalg.matvec(state[1], c, transpose_a=True)] if use_bias else [kernel]
 
         return LayerTap(
-            layer, sq_norms_single, clipped_sum_single, has_activation=_has_activation(layer), prepare=prepare_single
+            layer, sq_norms_single, clipped_sum_single, has_activation=has_activation(layer), prepare=prepare_single
         )
 
     def prepare(a: tf.Tensor, g: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
@@ -233,7 +239,7 @@ def _conv_tap(layer: tf.keras.layers.Conv2D) -> LayerTap:
 
     def sq_norms(state: tuple[tf.Tensor, tf.Tensor, tf.Tensor]) -> tf.Tensor:
         _, patches, g = state
-        return _matmul_sq_norms(patches, tf.reshape(g, [tf.shape(g)[0], -1, g.shape[-1]]), use_bias=use_bias)
+        return matmul_sq_norms(patches, tf.reshape(g, [tf.shape(g)[0], -1, g.shape[-1]]), use_bias=use_bias)
 
     def clipped_sum(state: tuple[tf.Tensor, tf.Tensor, tf.Tensor], c: tf.Tensor) -> Grads:
         # The clipped sum is an ordinary filter gradient of the output gradient scaled per example.
@@ -248,7 +254,7 @@ def _conv_tap(layer: tf.keras.layers.Conv2D) -> LayerTap:
         )
         return [kernel, tf.reduce_sum(gc, axis=[0, 1, 2])] if use_bias else [kernel]
 
-    return LayerTap(layer, sq_norms, clipped_sum, has_activation=_has_activation(layer), prepare=prepare)
+    return LayerTap(layer, sq_norms, clipped_sum, has_activation=has_activation(layer), prepare=prepare)
 
 
 # -- Embedding -------------------------------------------------------------------------------------
@@ -268,7 +274,7 @@ def _embedding_clipped_sum(ids: tf.Tensor, g: tf.Tensor, c: tf.Tensor, vocab: in
     return tf.math.unsorted_segment_sum(tf.reshape(gc, [-1, g.shape[-1]]), tf.reshape(ids, [-1]), vocab)
 
 
-def _embedding_tap(layer: tf.keras.layers.Embedding) -> LayerTap:
+def embedding_tap(layer: tf.keras.layers.Embedding) -> LayerTap:
     def sq_norms(state: tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
         return _embedding_sq_norms(*state)
 
@@ -282,7 +288,7 @@ def _ids_and_grad(a: tf.Tensor, g: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     return tf.cast(a, tf.int32), g
 
 
-def _token_position_tap(layer: tf.keras.layers.Layer) -> LayerTap:
+def token_position_tap(layer: tf.keras.layers.Layer) -> LayerTap:
     """fedmodel's TokenAndPositionEmbedding: a token table plus a learned position table."""
     token_table, position_table = layer.token_embedding, layer.position_embedding
     weights = [w.ref() for w in layer.trainable_weights]
@@ -331,7 +337,7 @@ def _affine_norm_tap(layer: tf.keras.layers.Layer, normalize: Callable[[tf.Tenso
     return LayerTap(layer, sq_norms, clipped_sum, has_activation=False, prepare=per_example)
 
 
-def _layer_norm_tap(layer: tf.keras.layers.LayerNormalization) -> LayerTap | None:
+def layer_norm_tap(layer: tf.keras.layers.LayerNormalization) -> LayerTap | None:
     if list(layer.axis) != [len(layer.input_shape) - 1]:
         return None
 
@@ -342,7 +348,7 @@ def _layer_norm_tap(layer: tf.keras.layers.LayerNormalization) -> LayerTap | Non
     return _affine_norm_tap(layer, normalize)
 
 
-def _group_norm_tap(layer: tf.keras.layers.GroupNormalization) -> LayerTap | None:
+def group_norm_tap(layer: tf.keras.layers.GroupNormalization) -> LayerTap | None:
     if layer.axis not in (-1, len(layer.input_shape) - 1):
         return None
     groups = layer.groups
@@ -358,48 +364,11 @@ def _group_norm_tap(layer: tf.keras.layers.GroupNormalization) -> LayerTap | Non
     return _affine_norm_tap(layer, normalize)
 
 
-def _has_activation(layer: tf.keras.layers.Layer) -> bool:
+def has_activation(layer: tf.keras.layers.Layer) -> bool:
     return layer.activation is not tf.keras.activations.linear
 
 
-def tap_for(layer: tf.keras.layers.Layer) -> LayerTap | None:
-    """The tap for ``layer``, or ``None`` when its per-example gradients need the generic engine."""
-    if len(layer._inbound_nodes) != 1:
-        return None
-    kind = type(layer)
-    if kind is tf.keras.layers.Dense:
-        return _dense_tap(layer)
-    if kind is tf.keras.layers.Conv2D:
-        plain = tuple(layer.dilation_rate) == (1, 1) and layer.groups == 1 and layer.data_format == "channels_last"
-        return _conv_tap(layer) if plain else None
-    if kind is tf.keras.layers.Embedding:
-        return _embedding_tap(layer)
-    if kind is tf.keras.layers.LayerNormalization:
-        return _layer_norm_tap(layer)
-    if kind is tf.keras.layers.GroupNormalization:
-        return _group_norm_tap(layer)
-    if kind.__name__ == "TokenAndPositionEmbedding" and kind.__module__.startswith("fedmodel."):
-        return _token_position_tap(layer)
-    return None
-
-
-def model_taps(model: tf.keras.Model) -> list[LayerTap] | None:
-    """Taps for every trainable layer of a flat functional model, or ``None`` if any is unsupported."""
-    taps = []
-    for layer in model.layers:
-        if not layer.trainable_weights:
-            continue
-        tap = tap_for(layer) if not isinstance(layer, tf.keras.Model) else None
-        if tap is None:
-            return None
-        taps.append(tap)
-    return taps
-
-
-def unsupported_layers(model: tf.keras.Model) -> Sequence[str]:
-    """Names of the trainable layers that the fast engine cannot handle (for messages and reports)."""
-    return [
-        f"{layer.name} ({type(layer).__name__})"
-        for layer in model.layers
-        if layer.trainable_weights and (isinstance(layer, tf.keras.Model) or tap_for(layer) is None)
-    ]
+def conv_tap(layer: tf.keras.layers.Conv2D) -> LayerTap | None:
+    """The tap of a plain Conv2D (no dilation, no groups, channels last), else ``None``."""
+    plain = tuple(layer.dilation_rate) == (1, 1) and layer.groups == 1 and layer.data_format == "channels_last"
+    return _conv_tap_plain(layer) if plain else None

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fedmodel.privacy.per_example import _conv_tap, _patches
+from fedmodel.privacy.per_example import _conv_tap_plain, _patches
 
 CASES = [
     case
@@ -64,7 +64,7 @@ def test_conv_tap_equals_per_example_filter_gradients(
     c = np.array([1.0, 0.5, 0.0, 2.0])
     want_sums = [np.tensordot(c, kernels, 1), c @ biases]
 
-    tap = _conv_tap(layer)
+    tap = _conv_tap_plain(layer)
     state = tap.prepare(a, g)
     np.testing.assert_allclose(np.sqrt(tap.sq_norms(state).numpy()), want_norms, rtol=1e-5)
     for got, want in zip(tap.clipped_sum(state, tf.constant(c, tf.float32)), want_sums, strict=True):
