@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from fedmodel import __version__
@@ -143,7 +144,6 @@ def cmd_simulate(args: argparse.Namespace, *, base: dict[str, Any] | None = None
 
     run_simulation(config)
     import json as _json
-    from pathlib import Path
 
     record_path = Path(str(config.run_dir)) / "run.json"
     if not record_path.is_file():
@@ -225,20 +225,55 @@ def _privacy_config(args: argparse.Namespace) -> Any:
     )
 
 
+_RESUME_OPTIONS = {"resume", "format", "func", "command"}
+
+
+def _resume_conflicts(args: argparse.Namespace) -> list[str]:
+    """Training options given together with --resume (which uses the run's saved settings)."""
+    defaults = build_parser().parse_args(["train", "--resume", "-"])
+    return [
+        "--" + name.replace("_", "-")
+        for name, value in vars(args).items()
+        if name not in _RESUME_OPTIONS and value != getattr(defaults, name, value)
+    ]
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from fedmodel.central.plan import plan_for
     from fedmodel.rundir import check_new_run_dir, default_run_dir
 
-    config = _train_config(args)
-    plan = plan_for(config)  # all input checks, before TensorFlow or any file
-    run_dir = (
-        check_new_run_dir(args.run_dir) if args.run_dir else default_run_dir("train", config.model, config.dataset)
-    )
-    print(
-        f"training {config.model} ({plan.num_params:,} params) on {plan.dataset.info.name} "
-        f"({len(plan.dataset.x_train):,} train / {len(plan.dataset.x_test):,} test) -> {run_dir}",
-        file=sys.stderr,
-    )
+    if args.resume:
+        conflicts = _resume_conflicts(args)
+        if conflicts:
+            raise ConfigError(
+                f"--resume continues a run with its saved settings; drop {', '.join(conflicts)} "
+                f"(got them with --resume {args.resume})"
+            )
+        from fedmodel.central import resume
+
+        point = resume.load(args.resume)
+        config, run_dir = point.config, Path(args.resume)
+        plan = plan_for(config)
+        print(
+            f"resuming {config.model} on {config.dataset} after epoch {point.epochs_done} of {config.epochs} "
+            f"-> {run_dir}",
+            file=sys.stderr,
+        )
+    else:
+        missing = [flag for flag in ("model", "dataset") if getattr(args, flag) is None]
+        if missing:
+            raise ConfigError(f"train needs {' and '.join('--' + m for m in missing)} (or --resume RUN_DIR)")
+        config = _train_config(args)
+        plan = plan_for(config)  # all input checks, before TensorFlow or any file
+        run_dir = (
+            check_new_run_dir(args.run_dir) if args.run_dir else default_run_dir("train", config.model, config.dataset)
+        )
+        print(
+            f"training {config.model} ({plan.num_params:,} params) on {plan.dataset.info.name} "
+            f"({len(plan.dataset.x_train):,} train / {len(plan.dataset.x_test):,} test) -> {run_dir}",
+            file=sys.stderr,
+        )
+        point = None
     if plan.privacy is not None:
         pp = plan.privacy
         print(
@@ -252,7 +287,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"fedmodel: warning: {warning}", file=sys.stderr)
     from fedmodel.central.trainer import train
 
-    result = train(config, run_dir=run_dir, plan=plan)
+    try:
+        result = train(config, run_dir=run_dir, plan=plan, resume_from=point)
+    except BaseException as err:
+        _hint_resume(run_dir, err)
+        raise
     if result.privacy and result.privacy["stopped_by_budget"]:
         print(
             f"stopped after {result.privacy['steps']} of {result.privacy['planned_steps']} steps: "
@@ -280,6 +319,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hint_resume(run_dir: Path, err: BaseException) -> None:
+    """After a failed or interrupted run: say how to continue it when it left a resume point."""
+    from fedmodel.central import resume
+
+    if isinstance(err, ConfigError) or not resume.has_point(resume.partial_dir(run_dir)):
+        return
+    point = resume.load(run_dir)
+    print(
+        f"fedmodel: the run stopped after epoch {point.epochs_done} of {point.config.epochs}; "
+        f"continue it with: fedmodel train --resume {run_dir}",
+        file=sys.stderr,
+    )
+
+
 def _show(value: Any) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{_show(v)} ({k})" for k, v in value.items())
@@ -299,8 +352,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         description="Train a zoo model centrally. Example: fedmodel train --model cnn --dataset digits",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--model", required=True, help="zoo model name (see `fedmodel zoo`)")
-    p.add_argument("--dataset", required=True, help="dataset name (see `fedmodel datasets`) or a .npz file")
+    p.add_argument("--model", help="zoo model name (see `fedmodel zoo`); required unless --resume")
+    p.add_argument("--dataset", help="dataset name (see `fedmodel datasets`) or a .npz file; required unless --resume")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue an interrupted run from its last finished epoch, with its saved settings "
+        "(weights, optimizer state and privacy ledger); takes no other training options",
+    )
     p.add_argument("--data-path", help="user file (npz, text) or a local copy of a Keras dataset")
     p.add_argument("--download", action="store_true", help="allow downloading a Keras dataset into its cache")
     p.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE", help="model hyperparameter")

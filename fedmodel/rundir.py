@@ -1,7 +1,9 @@
 """Run directories that appear whole or not at all, and the ``run.json`` record.
 
 A run writes into a hidden staging directory beside its final path; only a run that finishes is renamed
-into place. A run that fails (bad input found late, an exception, Ctrl-C) leaves nothing behind.
+into place. A run that fails (bad input found late, an exception, Ctrl-C) leaves nothing behind, unless
+its caller asks to keep a staging directory that can be resumed (central training after a finished
+epoch: :mod:`fedmodel.central.resume`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import os
 import platform
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -62,19 +64,34 @@ def check_new_run_dir(path: str | os.PathLike[str]) -> Path:
 
 
 @contextlib.contextmanager
-def staged_run_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a staging directory that becomes ``path`` when the block succeeds, and vanishes when it fails."""
+def staged_run_dir(
+    path: str | os.PathLike[str],
+    *,
+    staging: Path | None = None,
+    keep_if: Callable[[Path], bool] | None = None,
+) -> Iterator[Path]:
+    """Yield a staging directory that becomes ``path`` when the block succeeds, and vanishes when it fails.
+
+    ``staging`` names the staging directory (created if missing, reused if present; a fresh hidden one
+    beside ``path`` by default). When the block fails and ``keep_if(staging)`` is true, the staging
+    directory stays (an interrupted run that can be resumed); otherwise it is removed.
+    """
     final = check_new_run_dir(path)
     created: list[Path] = []
     for parent in reversed(final.parents):
         if not parent.exists():
             created.append(parent)
     final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    if staging is None:
+        staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    else:
+        staging.mkdir(parents=True, exist_ok=True)
     try:
         yield staging
         staging.rename(final)
     except BaseException:
+        if keep_if is not None and keep_if(staging):
+            raise
         shutil.rmtree(staging, ignore_errors=True)
         for parent in reversed(created):
             with contextlib.suppress(OSError):

@@ -36,7 +36,18 @@ def imports_tensorflow(*argv: str) -> bool:
     return proc.stderr.strip().splitlines()[-1] == "TF"
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["zoo"], ["zoo", "--format", "json"], ["datasets"], ["train", "--help"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["zoo"],
+        ["zoo", "--format", "json"],
+        ["datasets"],
+        ["train", "--help"],
+        ["train", "--resume", "/nonexistent/run"],
+        ["train", "--dataset", "digits"],
+    ],
+)
 def test_commands_that_do_not_train_do_not_import_tensorflow(argv: list[str]) -> None:
     assert not imports_tensorflow(*argv)
 
@@ -84,6 +95,24 @@ def test_bad_input_is_one_line_exit_2_and_no_run_dir(tmp_path: Path, argv: list[
         assert fragment in lines[0], lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["vectors.npz"]
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["--dataset", "digits"], "train needs --model (or --resume RUN_DIR)"),
+        ([], "train needs --model and --dataset"),
+        (["--resume", "RUN"], "no interrupted run to resume at"),
+        (["--resume", "RUN", "--model", "cnn"], "drop --model"),
+        (["--resume", "RUN", "--noise-multiplier", "1.0", "--lr", "0.1"], "drop --learning-rate, --noise-multiplier"),
+    ],
+)
+def test_train_and_resume_bad_input_is_one_line_exit_2(tmp_path: Path, argv: list[str], fragment: str) -> None:
+    argv = [str(tmp_path / "run") if a == "RUN" else a for a in argv]
+    proc = fedmodel("train", *argv, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and fragment in proc.stderr, proc.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_train_json_prints_only_json_on_stdout(tmp_path: Path) -> None:

@@ -43,3 +43,17 @@ def test_versions_names_the_stack() -> None:
     got = versions()
     assert got["tensorflow"] == "2.14.1"
     assert got["flwr"] == "1.23.0"
+
+
+@pytest.mark.parametrize("resumable", [True, False])
+def test_failure_keeps_a_named_staging_directory_only_when_asked(tmp_path: Path, resumable: bool) -> None:
+    final, staging = tmp_path / "run", tmp_path / ".run.partial"
+    with pytest.raises(KeyboardInterrupt), staged_run_dir(final, staging=staging, keep_if=lambda s: resumable) as out:
+        assert out == staging
+        (out / "point.txt").write_text("epoch 2")
+        raise KeyboardInterrupt
+    assert staging.exists() is resumable and not final.exists()
+    if resumable:  # the next session reuses the staging directory and finishes the run
+        with staged_run_dir(final, staging=staging) as out:
+            assert (out / "point.txt").read_text() == "epoch 2"
+        assert (final / "point.txt").is_file() and not staging.exists()

@@ -135,6 +135,18 @@ class TrainConfig:
         _choice("precision", self.precision, PRECISIONS)
         object.__setattr__(self, "hparams", MappingProxyType(dict(self.hparams)))
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        """The inverse of :meth:`to_dict` (a saved config, e.g. to resume a run); validated as usual."""
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"saved training config has unknown fields: {', '.join(unknown)}")
+        values = dict(data)
+        if values.get("privacy") is not None:
+            values["privacy"] = PrivacyConfig(**values["privacy"])
+        return cls(**values)
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy (for ``run.json``)."""
         out = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}

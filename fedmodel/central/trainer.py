@@ -7,7 +7,8 @@ The steps of :func:`train`:
 3. Hold out a seeded validation split; fit with progress, checkpoints, TensorBoard and early stopping.
 4. Evaluate on the test set (loss, accuracy, macro-F1, AUC) and save the model and ``run.json``.
 
-All outputs go to a staged run directory that appears only when the run finishes.
+All outputs go to a staged run directory that appears only when the run finishes; after every epoch it
+holds a resume point, so an interrupted run can go on (:func:`resume_training`, :mod:`.resume`).
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ import numpy as np
 import tensorflow as tf
 
 from fedmodel import zoo
-from fedmodel.central import optim, private
+from fedmodel.central import checkpointing, optim, private, resume
 from fedmodel.central.config import TrainConfig
 from fedmodel.central.plan import Plan, plan_for, split_validation
 from fedmodel.central.progress import progress_callback
 from fedmodel.central.strategy import apply_precision, float32_outputs, make_strategy, resolve_precision
+from fedmodel.errors import ConfigError
 from fedmodel.metrics import classification_metrics
 from fedmodel.privacy.accounting import ACCOUNTANTS
 from fedmodel.privacy.dpsgd import DPSGDModel
@@ -46,6 +48,7 @@ class TrainResult:
     num_replicas: int
     precision: str
     privacy: dict[str, Any] | None = None
+    sessions: int = 1
 
 
 def make_dataset(x: np.ndarray, y: np.ndarray, *, batch_size: int, seed: int, shuffle: bool) -> tf.data.Dataset:
@@ -94,18 +97,19 @@ def inner_model(model: tf.keras.Model) -> tf.keras.Model:
 
 
 def _callbacks(
-    config: TrainConfig, out: Path, *, has_validation: bool, steps: int
+    config: TrainConfig, out: Path, *, has_validation: bool, steps: int, history: dict[str, list[float]]
 ) -> list[tf.keras.callbacks.Callback]:
     monitor = "val_loss" if has_validation else "loss"
     callbacks = [progress_callback(epochs=config.epochs, steps_per_epoch=steps)]
     if config.checkpoints:
-        (out / "checkpoints").mkdir()
+        (out / "checkpoints").mkdir(exist_ok=True)
         callbacks.append(
             tf.keras.callbacks.ModelCheckpoint(
                 str(out / "checkpoints" / "best.weights.h5"),
                 monitor=monitor,
                 save_best_only=True,
                 save_weights_only=True,
+                initial_value_threshold=min(history[monitor]) if history.get(monitor) else None,
             )
         )
     if config.tensorboard:
@@ -141,35 +145,90 @@ def predict_logits(model: tf.keras.Model, x: np.ndarray, *, batch_size: int) -> 
     return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
 
 
-def train(config: TrainConfig, *, run_dir: str | Path, plan: Plan | None = None) -> TrainResult:
-    """Train ``config`` and write its run directory; see the module docstring for the steps."""
+def check_staging(run_dir: str | Path) -> Path:
+    """The staging directory of a new run at ``run_dir``, which must not be in use."""
+    staging = resume.partial_dir(run_dir)
+    if resume.has_point(staging):
+        raise ConfigError(
+            f"an interrupted run is staged at {staging}; continue it with `fedmodel train --resume {run_dir}` "
+            "or delete that directory"
+        )
+    if staging.exists():
+        raise ConfigError(
+            f"staging directory {staging} exists (another run writing to {run_dir}, or one that was killed before "
+            "its first epoch ended); delete it or pass another --run-dir"
+        )
+    return staging
+
+
+def resume_training(run_dir: str | Path) -> TrainResult:
+    """Continue the interrupted run ``run_dir`` from its latest resume point, with its saved config."""
+    point = resume.load(run_dir)
+    return train(point.config, run_dir=run_dir, resume_from=point)
+
+
+def train(
+    config: TrainConfig,
+    *,
+    run_dir: str | Path,
+    plan: Plan | None = None,
+    resume_from: resume.ResumePoint | None = None,
+) -> TrainResult:
+    """Train ``config`` and write its run directory; see the module docstring for the steps.
+
+    With ``resume_from`` (see :mod:`.resume`), training continues after that point's last epoch, from its
+    weights, optimizer state and privacy ledger.
+    """
     plan = plan or plan_for(config)  # 1. validated before anything is written
     check_new_run_dir(run_dir)
+    staging = resume.partial_dir(run_dir) if resume_from is not None else check_staging(run_dir)
     data = plan.dataset
     start = time.perf_counter()
 
     # 2. Seed, strategy, precision, model.
-    tf.keras.utils.set_random_seed(config.seed)
     strategy = make_strategy(config.strategy, logical_devices=config.logical_devices)
+    target = output_dir(strategy, run_dir)
+    resumable = config.checkpoints and config.strategy != "multi-worker"
+    if resume_from is not None and not resumable:
+        raise ConfigError("resuming needs checkpoints and a single-process strategy")
+    if target != Path(run_dir):
+        staging = target.parent / f".{target.name}.partial"
     policy = resolve_precision(config.precision)
     apply_precision(policy)
-    target = output_dir(strategy, run_dir)
     try:
-        train_idx, val_idx = split_validation(len(data.x_train), config.validation_fraction, config.seed)
-        x_train, y_train = data.x_train[train_idx], data.y_train[train_idx]
-        if plan.privacy is None:
-            steps = optim.steps_per_epoch(len(train_idx), config.batch_size)
-            train_ds = make_dataset(x_train, y_train, batch_size=config.batch_size, seed=config.seed, shuffle=True)
-            ledger_cb = None
-        else:
-            steps = private.steps_per_epoch(plan.privacy)
-            train_ds = private.dp_dataset(x_train, y_train, plan.privacy, seed=config.seed)
-            ledger_cb = private.LedgerCallback(private.new_ledger(plan.privacy, steps_per_epoch=steps), plan.privacy)
-        model = build_compiled_model(config, plan, strategy=strategy, steps_per_epoch=steps)
-        if ledger_cb is not None:
-            ledger_cb.ledger.notes.append(f"engine {engine_name(model)}, sampling {ledger_cb.plan.privacy.sampling}")
+        with staged_run_dir(target, staging=staging, keep_if=resume.has_point if resumable else None) as out:
+            session = resume.start_session(out)  # before any randomness: a later session draws fresh noise
+            seed = resume.session_seed(config.seed, session)
+            tf.keras.utils.set_random_seed(seed)
+            train_idx, val_idx = split_validation(len(data.x_train), config.validation_fraction, config.seed)
+            x_train, y_train = data.x_train[train_idx], data.y_train[train_idx]
+            if plan.privacy is None:
+                steps = optim.steps_per_epoch(len(train_idx), config.batch_size)
+                train_ds = make_dataset(x_train, y_train, batch_size=config.batch_size, seed=seed, shuffle=True)
+                ledger_cb = None
+            else:
+                steps = private.steps_per_epoch(plan.privacy)
+                train_ds = private.dp_dataset(x_train, y_train, plan.privacy, seed=seed)
+                ledger = (
+                    resume_from.ledger()
+                    if resume_from is not None
+                    else private.new_ledger(plan.privacy, steps_per_epoch=steps)
+                )
+                ledger_cb = private.LedgerCallback(ledger, plan.privacy)
+            model = build_compiled_model(config, plan, strategy=strategy, steps_per_epoch=steps)
+            net = inner_model(model)
+            if resume_from is not None:
+                with strategy.scope():
+                    checkpointing.restore(resume_from, net, model.optimizer)
+            if session > 1:  # the zoo builder seeds TensorFlow with config.seed: re-seed for fresh noise
+                tf.keras.utils.set_random_seed(seed)
+            if ledger_cb is not None:
+                note = f"engine {engine_name(model)}, sampling {ledger_cb.plan.privacy.sampling}"
+                if note not in ledger_cb.ledger.notes:
+                    ledger_cb.ledger.notes.append(note)
+            previous = resume_from.history if resume_from is not None else {}
+            initial_epoch = resume_from.epochs_done if resume_from is not None else 0
 
-        with staged_run_dir(target) as out:
             # 3. Fit.
             val_ds = (
                 make_dataset(
@@ -182,25 +241,39 @@ def train(config: TrainConfig, *, run_dir: str | Path, plan: Plan | None = None)
                 if len(val_idx)
                 else None
             )
-            callbacks = _callbacks(config, out, has_validation=val_ds is not None, steps=steps)
+            callbacks = _callbacks(config, out, has_validation=val_ds is not None, steps=steps, history=previous)
             if ledger_cb is not None:
                 callbacks.insert(0, ledger_cb)  # first, so epsilon is in the logs the others see
+            checkpointer = None
+            if resumable:
+                checkpointer = checkpointing.EpochCheckpointer(
+                    out,
+                    config,
+                    net=net,
+                    optimizer=model.optimizer,
+                    ledger=ledger_cb.ledger if ledger_cb is not None else None,
+                    history=previous,
+                )
+                callbacks.insert(1 if ledger_cb is not None else 0, checkpointer)
             history = model.fit(
                 train_ds,
                 validation_data=val_ds,
                 epochs=config.epochs,
+                initial_epoch=initial_epoch,
                 steps_per_epoch=steps if ledger_cb is not None else None,
                 verbose=0,
                 callbacks=callbacks,
             )
 
             # 4. Evaluate and record.
-            net = inner_model(model)
             logits = predict_logits(net, data.x_test, batch_size=max(config.batch_size, 256))
             metrics = classification_metrics(logits, data.y_test, task=data.info.task)
             net.save(out / "model.keras")
             seconds = time.perf_counter() - start
-            hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+            if checkpointer is not None:
+                hist = checkpointer.history
+            else:
+                hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
             result = TrainResult(
                 run_dir=Path(run_dir),
                 metrics=metrics,
@@ -210,10 +283,12 @@ def train(config: TrainConfig, *, run_dir: str | Path, plan: Plan | None = None)
                 num_replicas=strategy.num_replicas_in_sync,
                 precision=policy,
                 privacy=None if ledger_cb is None else privacy_summary(ledger_cb, model),
+                sessions=session,
             )
             if ledger_cb is not None:
                 ledger_cb.ledger.save(out)
             write_json(out / "run.json", run_record(config, plan, result))
+            resume.finish(out)
     finally:
         apply_precision("float32")
         if target != Path(run_dir):
@@ -271,6 +346,7 @@ def run_record(config: TrainConfig, plan: Plan, result: TrainResult) -> dict[str
         "strategy": {"name": config.strategy, "replicas": result.num_replicas},
         "precision": result.precision,
         "epochs_run": result.epochs_run,
+        "sessions": result.sessions,
         "seconds": round(result.seconds, 3),
         "metrics": result.metrics,
         "privacy": result.privacy,

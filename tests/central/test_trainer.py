@@ -26,7 +26,8 @@ def test_run_directory_holds_model_record_checkpoint_and_logs(tmp_path: Path) ->
     assert record["metrics"]["accuracy"] == pytest.approx(result.metrics["accuracy"])
     assert (run_dir / "checkpoints" / "best.weights.h5").is_file()
     assert any((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
-    assert not list(tmp_path.glob(".run.partial-*"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no staging or resume points left
+    assert not (run_dir / "resume").exists()
 
     # The saved model reproduces the recorded test accuracy.
     from fedmodel.data import load_dataset
