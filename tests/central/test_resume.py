@@ -41,12 +41,14 @@ class Probe(tf.keras.callbacks.Callback):
 
     def snapshot(self, when: str, epoch: int) -> None:
         net = self.model.model if hasattr(self.model, "dp") else self.model
+        variables = self.model.optimizer.variables
+        variables = variables() if callable(variables) else variables  # legacy optimizers: a method
         self.log.append(
             {
                 "when": when,
                 "epoch": epoch,
                 "weights": [w.copy() for w in net.get_weights()],
-                "optimizer": [np.array(v) for v in self.model.optimizer.variables],
+                "optimizer": [np.array(v) for v in variables],
             }
         )
 
@@ -87,9 +89,19 @@ def interrupted(monkeypatch: pytest.MonkeyPatch, cfg: TrainConfig, run_dir: Path
     return log
 
 
-def test_resume_restores_weights_and_optimizer_state_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},  # Adam: moments and step count
+        {"optimizer": "momentum", "privacy": PrivacyConfig(noise_multiplier=0.5, engine="tfp", sampling="shuffle")},
+    ],
+    ids=["adam", "tfp-dp-momentum"],
+)
+def test_resume_restores_weights_and_optimizer_state_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, changes: dict[str, Any]
+) -> None:
     run_dir = tmp_path / "run"
-    first = interrupted(monkeypatch, config(), run_dir, stop_after=2)
+    first = interrupted(monkeypatch, config(**changes), run_dir, stop_after=2)
     saved = first[-1]  # end of epoch 2
     assert any(np.any(v != 0) for v in saved["optimizer"])  # Adam moments and the step count are non-trivial
 
@@ -183,13 +195,24 @@ def test_cli_resume_after_a_real_sigint(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     argv = [sys.executable, "-m", "fedmodel.cli", "train", "--model", "logreg", "--dataset", "digits"]
     argv += ["--epochs", "100000", "--noise-multiplier", "1.0", "--no-tensorboard", "--run-dir", str(run_dir)]
-    proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
-    latest = resume.partial_dir(run_dir) / resume.RESUME / resume.LATEST
-    deadline = time.monotonic() + 300
-    while not latest.exists() and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=120)
+    # A shell's background job starts with SIGINT ignored, and Python keeps an inherited SIG_IGN:
+    # give the child the default disposition, as a terminal's foreground process has.
+    reset = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    log = tmp_path / "stderr.txt"  # a file, not a pipe: a full pipe would block the child
+    with log.open("w") as sink:
+        proc = subprocess.Popen(argv, env=env, stderr=sink, text=True, preexec_fn=reset)
+    try:
+        latest = resume.partial_dir(run_dir) / resume.RESUME / resume.LATEST
+        deadline = time.monotonic() + 300
+        while not latest.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:  # never leave a 100,000-epoch run behind
+            proc.kill()
+            proc.wait()
+    stderr = log.read_text()
     assert proc.returncode == 130, stderr[-2000:]
     assert f"continue it with: fedmodel train --resume {run_dir}" in stderr
     point = resume.load(run_dir)
