@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,7 +31,7 @@ COMMON = {
     "client-lr": 0.05,
     "fraction-evaluate": 0.0,
 }
-SETTINGS = {
+SETTINGS: dict[str, dict[str, Any]] = {
     "FedAvg IID": {"partition": "iid"},
     "FedAvg non-IID (Dirichlet 0.3)": {"partition": "dirichlet", "alpha": 0.3},
     "DP-FedAvg non-IID (z=1.0, clip 1.0)": {
@@ -45,7 +46,7 @@ SETTINGS = {
 }
 
 
-def run(args: list[str]) -> tuple[dict[str, object], float]:
+def run(args: list[str]) -> tuple[dict[str, Any], float]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "fedmodel.cli", *args], capture_output=True, text=True, env=env)
@@ -79,7 +80,7 @@ def main() -> None:
                 privacy = result.get("privacy") or {}
                 eps = privacy.get("epsilon", {}).get("rdp") if privacy else None
                 commands.append("fedmodel " + " ".join(sim[:1] + [repr(a) if " " in a else a for a in sim[5:]]))
-                rows.append((dataset, name, final["accuracy"], eps, seconds))  # type: ignore[index]
+                rows.append((dataset, name, final["accuracy"], eps, seconds))
     print("| dataset | setting | test accuracy | epsilon (RDP, client) | wall s |")
     print("|---|---|---|---|---|")
     for dataset, name, acc, eps, seconds in rows:

@@ -85,3 +85,34 @@ class EpochCheckpointer(tf.keras.callbacks.Callback):
             if old.name != name:
                 shutil.rmtree(old, ignore_errors=True)
         return final
+
+
+class ResumedEarlyStopping(tf.keras.callbacks.EarlyStopping):
+    """Keras' EarlyStopping that carries on an interrupted run's count instead of starting afresh.
+
+    ``previous`` are the monitored values of the epochs already done (from the resume point): the best of
+    them and the epochs since it are restored when training begins, and with ``restore_best_weights`` the
+    best weights are read from ``best_weights`` (the run's ModelCheckpoint file, written after the resume
+    point of the same epoch, so it never holds weights the ledger has not counted).
+    """
+
+    def __init__(self, *, previous: list[float], best_weights: Path | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.previous = list(previous)
+        self.best_weights_file = best_weights
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        super().on_train_begin(logs)
+        if not self.previous:
+            return
+        best_epoch, best = 0, self.previous[0]
+        for epoch, value in enumerate(self.previous[1:], start=1):
+            if self._is_improvement(value, best):
+                best, best_epoch = value, epoch
+        self.best, self.best_epoch = best, best_epoch
+        self.wait = len(self.previous) - 1 - best_epoch
+        if self.restore_best_weights and self.best_weights_file is not None and self.best_weights_file.is_file():
+            current = self.model.get_weights()
+            self.model.load_weights(str(self.best_weights_file))
+            self.best_weights = self.model.get_weights()
+            self.model.set_weights(current)

@@ -116,7 +116,13 @@ def _callbacks(
         callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=str(out / "tensorboard"), profile_batch=0))
     if config.early_stopping:
         callbacks.append(
-            tf.keras.callbacks.EarlyStopping(monitor=monitor, patience=config.early_stopping, restore_best_weights=True)
+            checkpointing.ResumedEarlyStopping(
+                previous=history.get(monitor, []),
+                best_weights=out / "checkpoints" / "best.weights.h5" if config.checkpoints else None,
+                monitor=monitor,
+                patience=config.early_stopping,
+                restore_best_weights=True,
+            )
         )
     return callbacks
 

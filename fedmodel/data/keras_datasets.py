@@ -184,9 +184,11 @@ def _idx_candidates(stem: str) -> list[str]:
 
 def read_idx(path: Path, *, name: str) -> np.ndarray:
     """An IDX file (the MNIST format, optionally gzipped) as a uint8 array; its header is checked."""
-    opener: Callable[..., Any] = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    if path.suffix == ".gz":
+        with gzip.open(path, "rb") as f:
+            raw = f.read()
+    else:
+        raw = path.read_bytes()
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise ConfigError(f"{name}: {path} is not an unsigned-byte IDX file (header {raw[:4].hex() or 'empty'})")
     ndim = raw[3]

@@ -227,3 +227,37 @@ def test_cli_resume_after_a_real_sigint(tmp_path: Path) -> None:
     )
     assert refused.returncode == 2 and "drop --epochs" in refused.stderr
     assert resume.load(run_dir).epochs_done == point.epochs_done
+
+
+def test_early_stopping_carries_on_the_count_of_an_interrupted_run(tmp_path: Path) -> None:
+    from fedmodel.central.checkpointing import ResumedEarlyStopping
+
+    model = tf.keras.Sequential([tf.keras.Input((2,)), tf.keras.layers.Dense(1)])
+    model.compile(loss="mse")
+    current = model.get_weights()
+    model.set_weights([np.full_like(w, 7.0) for w in current])  # the best epoch's weights, as saved
+    model.save_weights(str(tmp_path / "best.weights.h5"))
+    model.set_weights(current)
+
+    def stopping(previous: list[float]) -> ResumedEarlyStopping:
+        es = ResumedEarlyStopping(
+            previous=previous,
+            best_weights=tmp_path / "best.weights.h5",
+            monitor="val_loss",
+            patience=3,
+            restore_best_weights=True,
+        )
+        es.set_model(model)
+        es.on_train_begin()
+        return es
+
+    fresh = stopping([])  # a new run: Keras' own start
+    assert fresh.wait == 0 and fresh.best == np.inf and fresh.best_weights is None
+
+    es = stopping([1.0, 0.5, 0.7, 0.8])  # best at epoch 2, then two epochs without improvement
+    assert (es.wait, es.best, es.best_epoch) == (2, 0.5, 1)
+    model.stop_training = False
+    es.on_epoch_end(4, {"val_loss": 0.9})  # the third epoch without improvement: patience 3 is spent
+    assert model.stop_training and es.stopped_epoch == 4
+    for weights in model.get_weights():
+        np.testing.assert_array_equal(weights, 7.0)
