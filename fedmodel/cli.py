@@ -325,7 +325,10 @@ def _hint_resume(run_dir: Path, err: BaseException) -> None:
 
     if isinstance(err, ConfigError) or not resume.has_point(resume.partial_dir(run_dir)):
         return
-    point = resume.load(run_dir)
+    try:
+        point = resume.load(run_dir)
+    except ConfigError:  # an unreadable point: the original error is the one to report
+        return
     print(
         f"fedmodel: the run stopped after epoch {point.epochs_done} of {point.config.epochs}; "
         f"continue it with: fedmodel train --resume {run_dir}",

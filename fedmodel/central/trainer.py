@@ -187,18 +187,18 @@ def train(
     """
     plan = plan or plan_for(config)  # 1. validated before anything is written
     check_new_run_dir(run_dir)
-    staging = resume.partial_dir(run_dir) if resume_from is not None else check_staging(run_dir)
+    resumable = config.checkpoints and config.strategy != "multi-worker"
+    if resume_from is not None and not resumable:
+        raise ConfigError("resuming needs checkpoints and a single-process strategy")
+    staging: Path | None = None  # multi-worker: every worker stages its own copy (they may share a filesystem)
+    if config.strategy != "multi-worker":
+        staging = resume.partial_dir(run_dir) if resume_from is not None else check_staging(run_dir)
     data = plan.dataset
     start = time.perf_counter()
 
     # 2. Seed, strategy, precision, model.
     strategy = make_strategy(config.strategy, logical_devices=config.logical_devices)
     target = output_dir(strategy, run_dir)
-    resumable = config.checkpoints and config.strategy != "multi-worker"
-    if resume_from is not None and not resumable:
-        raise ConfigError("resuming needs checkpoints and a single-process strategy")
-    if target != Path(run_dir):
-        staging = target.parent / f".{target.name}.partial"
     policy = resolve_precision(config.precision)
     apply_precision(policy)
     try:
