@@ -105,6 +105,20 @@ class GaussianMechanism:
         return noised, event, clipped
 
 
+def combined_event(*events: dp_accounting.GaussianDpEvent) -> dp_accounting.GaussianDpEvent:
+    """Several Gaussian releases on the same records as one Gaussian event: ``z^-2 = sum_i z_i^-2``.
+
+    Releasing ``f_i(D) + N(0, (z_i s_i)^2)`` for each ``i``, with ``s_i`` the sensitivity of ``f_i``, is the
+    Gaussian mechanism on the concatenation of the rescaled ``f_i / (z_i s_i)`` (Dong, Roth & Su 2019,
+    Gaussian DP composition; Andrew et al. 2021, Thm. 1). A zero noise multiplier anywhere gives zero.
+    """
+    if not events:
+        raise ValueError("combined_event needs at least one event")
+    if any(e.noise_multiplier == 0 for e in events):
+        return dp_accounting.GaussianDpEvent(0.0)
+    return dp_accounting.GaussianDpEvent(sum(e.noise_multiplier**-2 for e in events) ** -0.5)
+
+
 def standard_normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     """Standard-normal noise as the mean of :data:`NOISE_DRAWS` draws times ``sqrt(NOISE_DRAWS)``."""
     total = np.zeros(shape, np.float64)
