@@ -2,25 +2,42 @@
 
 Vocabulary and conventions (also in ``docs/privacy.md``):
 
-- **Unit of privacy.** Central DP-SGD protects one *example* (add-or-remove-one-example adjacency);
-  federated DP-FedAvg protects one *client*, all of its data at once (add-or-remove-one-client).
+- **Unit of privacy.** Central DP-SGD protects one *example*; federated DP-FedAvg protects one
+  *client*, all of its data at once.
 - **Step.** One noisy release: a DP-SGD step (central) or one noised aggregate of client updates
-  (federated, one round). Each step is a Gaussian mechanism on a sum whose L2 sensitivity is the clip
-  norm C, with noise standard deviation ``z * C``; ``z`` is the *noise multiplier*.
-- **Sampling rate** ``q``: the probability that a given example (client) takes part in a step.
-  Central: ``q = batch_size / num_examples``; federated: ``q = clients_per_round / clients``.
-  Every step is accounted as a *Poisson-subsampled* Gaussian mechanism with rate ``q``
-  (Abadi et al. 2016, https://arxiv.org/abs/1607.00133; McMahan et al. 2018,
-  https://arxiv.org/abs/1710.06963). ``q = 1`` is plain composition of Gaussian mechanisms.
+  (federated, one round). Each step is a Gaussian mechanism on a sum of records clipped to L2 norm C,
+  with noise standard deviation ``z * C``; ``z`` is the *noise multiplier*. The mechanism describes one
+  release as ``GaussianDpEvent(z)`` (add-or-remove-one adjacency, sensitivity C).
+- **Sampling** of one step (:data:`Sampling`):
+
+  * :class:`PoissonSampling` with rate ``q``: each example (client) takes part independently with
+    probability ``q``; central ``q = batch_size / num_examples``, federated
+    ``q = clients_per_round / clients``. Accounted as a Poisson-subsampled Gaussian under
+    add-or-remove-one adjacency (Abadi et al. 2016, https://arxiv.org/abs/1607.00133; McMahan et al.
+    2018, https://arxiv.org/abs/1710.06963). ``q = 1`` is plain composition of Gaussian mechanisms.
+  * :class:`FixedSizeSampling` of ``m`` out of ``N``: exactly ``m`` units per step, uniformly without
+    replacement. Accounted under replace-one adjacency, where the sum's L2 sensitivity is ``2C``, so the
+    accountant sees ``GaussianDpEvent(z / 2)``, with the RDP bound for sampling without replacement of
+    Wang, Balle & Kasiviswanathan 2019 (https://arxiv.org/abs/1808.00087, Thm. 27). Only ``"rdp"``
+    supports it (dp-accounting 0.4.3's PLD accountant has no such event).
+
 - **Steps** ``T``: central ``ceil(epochs * num_examples / batch_size)``; federated ``rounds``.
 - **Accountants.** ``"rdp"``: Rényi DP (Mironov 2017) with dp-accounting's default orders and its
   improved RDP-to-(epsilon, delta) conversion (Canonne et al. 2020, https://arxiv.org/abs/2004.00010).
-  ``"pld"``: privacy loss distributions (Koskela et al. 2020; Doroshenko et al. 2022,
-  https://arxiv.org/abs/2207.04380) with pessimistic discretisation, so the figure is an upper
-  bound for any interval; :data:`PLD_DISCRETIZATION` trades speed for tightness. Both are upper bounds
-  on the true epsilon; PLD is usually the tighter one.
+  Where dp-accounting's RDP of a Poisson-subsampled Gaussian loses its accuracy to round-off (tiny
+  ``q`` and large ``z``: values that cancel to nothing, or even go negative), the integer orders are
+  recomputed from a cancellation-free form and the fractional orders bounded by log-convexity, so the
+  figure stays an upper bound. ``"pld"``: privacy loss distributions (Koskela et al. 2020; Doroshenko
+  et al. 2022, https://arxiv.org/abs/2207.04380) with pessimistic discretisation at
+  :data:`PLD_DISCRETIZATION`, dp-accounting's default, so the figure is an upper bound. Events made only
+  of un-subsampled Gaussians are one Gaussian mechanism, whose epsilon has a closed form (Balle & Wang
+  2018, https://arxiv.org/abs/1805.06530, Thm. 8): ``"pld"`` then answers exactly, without
+  discretisation. Both are upper bounds on the true epsilon; PLD is usually the tighter one.
 - **Zero noise** (``z = 0``) is not differentially private: epsilon is ``math.inf`` with both
   accountants. Zero steps give epsilon 0.
+- **Failures** of an accountant (an event it does not support, a numerical failure inside
+  dp-accounting) raise :class:`AccountingError`, a :class:`~fedmodel.errors.ConfigError` with a
+  one-line message that says what to try.
 
 Nothing here imports TensorFlow.
 """
@@ -30,28 +47,46 @@ from __future__ import annotations
 import functools
 import math
 import numbers
-from collections.abc import Iterable, Sequence
-from typing import Any, Literal, get_args
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal, TypeVar, get_args
 
 import dp_accounting
 import numpy as np
 from dp_accounting import pld, rdp
 from dp_accounting.pld import privacy_loss_distribution
 from dp_accounting.rdp import rdp_privacy_accountant
+from scipy import special
 
 from fedmodel.errors import ConfigError
 
 AccountantName = Literal["rdp", "pld"]
 ACCOUNTANTS: tuple[AccountantName, ...] = get_args(AccountantName)
 
-#: PLD value discretisation interval (in units of privacy loss). Measured on the project machine for
-#: MNIST DP-SGD (q=256/60000, z=1.1, 14,063 steps, delta=1e-5): 1e-3 gives epsilon 2.3906 in 0.04 s,
-#: 1e-4 gives 2.3818 in 0.42 s (0.4% tighter, 10x slower); for federated (q=0.05, z=1.0, 100 rounds,
-#: delta=1e-6) 1e-3 and 1e-4 agree to 4e-5. The discretisation is pessimistic, so either is an upper bound.
-PLD_DISCRETIZATION = 1e-3
+#: PLD value discretisation interval (in units of privacy loss): dp-accounting's and
+#: tensorflow-privacy's default; never use a coarser one for a reported figure. A coarser grid stays an
+#: upper bound but a loose one: at q = 0.001, z >= 1.5 and >= 1,000 steps, 1e-3 overstates epsilon by
+#: 2.6-51%. Measured on the project machine for MNIST DP-SGD (q = 256/60000, z = 1.1, 14,063 steps,
+#: delta = 1e-5): 2.3818 in about 0.75 s the first time (building the one-step distribution, then
+#: cached), about 0.2 s afterwards.
+PLD_DISCRETIZATION = 1e-4
 
 #: The RDP orders used (dp-accounting's defaults).
 RDP_ORDERS: tuple[float, ...] = tuple(float(a) for a in rdp_privacy_accountant.DEFAULT_RDP_ORDERS)
+
+#: Relative tolerance within which dp-accounting's RDP of a Poisson-subsampled Gaussian is accepted
+#: against the cancellation-free recomputation (see :func:`per_step_rdp`).
+RDP_TOLERANCE = 1e-9
+
+#: dp-accounting's RDP at a fractional order is kept only where ``log A_a`` is at least this: its sums
+#: then lose at most about 1e-6 relative to round-off (measured against 60-digit mpmath quadrature).
+_FRACTIONAL_FLOOR = 1e-7
+
+_T = TypeVar("_T")
+
+
+class AccountingError(ConfigError):
+    """An accountant cannot handle an event: unsupported kind, or a numerical failure inside it."""
 
 
 # -- validation -----------------------------------------------------------------------------------
@@ -104,6 +139,107 @@ def _is_real(value: object) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+# -- sampling -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PoissonSampling:
+    """Poisson sampling: each unit takes part in a step independently with probability ``rate``.
+
+    ``rate`` is ``q`` in (0, 1] (dimensionless); ``q = 1`` means every unit in every step.
+    """
+
+    rate: float
+
+    def __post_init__(self) -> None:
+        if not _is_real(self.rate) or not 0 < self.rate <= 1:
+            raise ConfigError(f"Poisson sampling rate must be in (0, 1], got {self.rate!r}")
+        object.__setattr__(self, "rate", float(self.rate))
+
+
+@dataclass(frozen=True)
+class FixedSizeSampling:
+    """Fixed-size sampling: exactly ``size`` of ``population`` units per step, uniformly without replacement.
+
+    ``population`` is ``N`` (>= 1) and ``size`` is ``m``, with ``1 <= m <= N``.
+    """
+
+    population: int
+    size: int
+
+    def __post_init__(self) -> None:
+        for name in ("population", "size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ConfigError(f"fixed-size sampling {name} must be an integer >= 1, got {value!r}")
+        if self.size > self.population:
+            raise ConfigError(
+                f"fixed-size sampling size must be <= population, got size={self.size} > population={self.population}"
+            )
+        object.__setattr__(self, "population", int(self.population))
+        object.__setattr__(self, "size", int(self.size))
+
+    @property
+    def rate(self) -> float:
+        """The fraction ``m / N`` of units in each step."""
+        return self.size / self.population
+
+
+Sampling = PoissonSampling | FixedSizeSampling
+
+
+def check_sampling(sampling: object) -> Sampling:
+    """Return ``sampling`` if it is a :class:`PoissonSampling` or :class:`FixedSizeSampling`, else raise."""
+    if not isinstance(sampling, PoissonSampling | FixedSizeSampling):
+        raise ConfigError(f"sampling must be PoissonSampling or FixedSizeSampling, got {sampling!r}")
+    return sampling
+
+
+def sampled_event(mechanism_event: dp_accounting.GaussianDpEvent, sampling: Sampling) -> dp_accounting.DpEvent:
+    """The DpEvent of one release of ``mechanism_event`` on units drawn by ``sampling``.
+
+    Parameters
+    ----------
+    mechanism_event : dp_accounting.GaussianDpEvent
+        What the mechanism returned: ``GaussianDpEvent(z)``, ``z`` = noise std / clip norm, under
+        add-or-remove-one adjacency (sensitivity = clip norm).
+    sampling : PoissonSampling or FixedSizeSampling
+
+    Returns
+    -------
+    dp_accounting.DpEvent
+        Poisson: ``PoissonSampledDpEvent(q, GaussianDpEvent(z))``, or the Gaussian itself when
+        ``q == 1``. Fixed-size: ``SampledWithoutReplacementDpEvent(N, m, GaussianDpEvent(z / 2))``, for
+        replace-one adjacency, under which the sum's sensitivity is twice the clip norm.
+    """
+    if not isinstance(mechanism_event, dp_accounting.GaussianDpEvent):
+        raise ConfigError(f"mechanism_event must be a dp_accounting.GaussianDpEvent, got {mechanism_event!r}")
+    z = check_noise_multiplier(mechanism_event.noise_multiplier)
+    how = check_sampling(sampling)
+    if isinstance(how, FixedSizeSampling):
+        return dp_accounting.SampledWithoutReplacementDpEvent(
+            source_dataset_size=how.population,
+            sample_size=how.size,
+            event=dp_accounting.GaussianDpEvent(noise_multiplier=z / 2),
+        )
+    return _step_event(z, how.rate)
+
+
+def accountants_for(event: dp_accounting.DpEvent) -> tuple[AccountantName, ...]:
+    """The accountants that can evaluate ``event``: only ``("rdp",)`` once it holds fixed-size sampling."""
+    return ("rdp",) if _has_event(event, dp_accounting.SampledWithoutReplacementDpEvent) else ACCOUNTANTS
+
+
+def _has_event(event: dp_accounting.DpEvent, kind: type) -> bool:
+    if isinstance(event, kind):
+        return True
+    if isinstance(event, dp_accounting.SelfComposedDpEvent):
+        return _has_event(event.event, kind)
+    if isinstance(event, dp_accounting.ComposedDpEvent):
+        return any(_has_event(e, kind) for e in event.events)
+    return False
+
+
 # -- events ---------------------------------------------------------------------------------------
 
 
@@ -127,10 +263,18 @@ def dp_event(*, noise_multiplier: float, sampling_rate: float, steps: int) -> dp
     """
     z = check_noise_multiplier(noise_multiplier)
     q = check_sampling_rate(sampling_rate)
+    return steps_event(dp_accounting.GaussianDpEvent(z), PoissonSampling(q), steps=steps)
+
+
+def steps_event(
+    mechanism_event: dp_accounting.GaussianDpEvent, sampling: Sampling, *, steps: int
+) -> dp_accounting.DpEvent:
+    """``steps`` releases of ``mechanism_event`` under ``sampling`` (see :func:`sampled_event`)."""
+    one = sampled_event(mechanism_event, sampling)
     count = check_steps(steps)
     if count == 0:
         return dp_accounting.NoOpDpEvent()
-    return dp_accounting.SelfComposedDpEvent(event=_step_event(z, q), count=count)
+    return dp_accounting.SelfComposedDpEvent(event=one, count=count)
 
 
 def _step_event(z: float, q: float) -> dp_accounting.DpEvent:
@@ -153,23 +297,29 @@ def epsilon(event: dp_accounting.DpEvent, *, delta: float, accountant: Accountan
     delta : float
         Target delta, in (0, 1).
     accountant : {"rdp", "pld"}
-        ``"rdp"`` gives exactly what ``dp_accounting.rdp.RdpAccountant()`` gives after composing
-        ``event``; ``"pld"`` what ``PLDAccountant(value_discretization_interval=PLD_DISCRETIZATION)``
-        gives (to float rounding). Both cache the per-step quantity of each ``(z, q)`` (RDP vector,
+        ``"rdp"`` gives what ``dp_accounting.rdp.RdpAccountant()`` gives after composing ``event``
+        (with replace-one adjacency when it holds fixed-size sampling), except where that loses its
+        accuracy to round-off (see the module docstring). ``"pld"`` gives what
+        ``PLDAccountant(value_discretization_interval=PLD_DISCRETIZATION)`` gives (to float rounding),
+        except for events of un-subsampled Gaussians only, answered exactly by
+        :func:`gaussian_epsilon`. Both cache the per-step quantity of each ``(z, q)`` (RDP vector,
         one-step privacy loss distribution), so curves, searches and ledgers cost little per query.
 
     Returns
     -------
     float
         Epsilon, ``math.inf`` if any step had zero noise.
+
+    Raises
+    ------
+    AccountingError
+        The accountant does not support ``event`` (``"pld"`` and fixed-size sampling) or failed on it.
     """
     d = check_delta(delta)
-    if check_accountant(accountant) == "rdp":
-        return rdp_epsilon(rdp_vector(event), delta=d)
-    try:
-        return _pld_epsilon(event, d)
-    except ValueError as err:  # e.g. numerical trouble inside dp-accounting at a tiny noise multiplier
-        raise AccountingError(f"the pld accountant failed on {event!r}: {err}; try the rdp accountant") from err
+    name = check_accountant(accountant)
+    if name == "rdp":
+        return _guarded("rdp", event, lambda: rdp_epsilon(rdp_vector(event), delta=d))
+    return pld_epsilon(event, delta=d)
 
 
 def epsilons(
@@ -180,31 +330,96 @@ def epsilons(
     return {name: epsilon(event, delta=delta, accountant=name) for name in names}
 
 
+def _guarded(name: str, event: dp_accounting.DpEvent, compute: Callable[[], _T]) -> _T:
+    """``compute()``, with any failure inside dp-accounting turned into a one-line AccountingError."""
+    try:
+        return compute()
+    except ConfigError:
+        raise
+    except (ValueError, ArithmeticError, AssertionError, dp_accounting.UnsupportedEventError) as err:
+        other = next((a for a in accountants_for(event) if a != name), None)
+        hint = f"try the {other} accountant, or" if other else "try"
+        detail = " ".join(str(err).split()) or type(err).__name__
+        raise AccountingError(
+            f"the {name} accountant failed on {describe_event(event)}: {detail}; "
+            f"{hint} a noise multiplier, sampling rate or delta further from the extremes"
+        ) from err
+
+
+def describe_event(event: dp_accounting.DpEvent, *, limit: int = 160) -> str:
+    """A short one-line description of ``event`` for messages, e.g. ``1000 x Poisson(q=1e-06, z=50)``."""
+    text = _describe(event)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _describe(event: dp_accounting.DpEvent) -> str:
+    if isinstance(event, dp_accounting.SelfComposedDpEvent):
+        return f"{event.count} x {_describe(event.event)}"
+    if isinstance(event, dp_accounting.ComposedDpEvent):
+        return "[" + ", ".join(_describe(e) for e in event.events) + "]"
+    if isinstance(event, dp_accounting.GaussianDpEvent):
+        return f"Gaussian(z={event.noise_multiplier:g})"
+    if isinstance(event, dp_accounting.PoissonSampledDpEvent):
+        return f"Poisson(q={event.sampling_probability:g}, {_describe(event.event)})"
+    if isinstance(event, dp_accounting.SampledWithoutReplacementDpEvent):
+        return f"FixedSize({event.sample_size} of {event.source_dataset_size}, {_describe(event.event)})"
+    return type(event).__name__
+
+
+# -- rdp ------------------------------------------------------------------------------------------
+
+
 def rdp_epsilon(rdp_values: np.ndarray, *, delta: float, orders: Sequence[float] = RDP_ORDERS) -> float:
     """Convert accumulated RDP values at ``orders`` to epsilon at ``delta`` (dp-accounting's conversion)."""
-    eps, _ = rdp_privacy_accountant.compute_epsilon(list(orders), list(rdp_values), check_delta(delta))
+    d = check_delta(delta)
+    try:
+        eps, _ = rdp_privacy_accountant.compute_epsilon(list(orders), list(rdp_values), d)
+    except ValueError as err:  # e.g. a negative RDP value from round-off inside dp-accounting
+        raise AccountingError(
+            f"the rdp accountant could not convert RDP to epsilon: {' '.join(str(err).split())}; "
+            "try the pld accountant, or a noise multiplier or sampling rate further from the extremes"
+        ) from err
     return float(eps)
 
 
 def rdp_vector(event: dp_accounting.DpEvent, *, orders: Sequence[float] = RDP_ORDERS) -> np.ndarray:
     """Accumulated RDP of ``event`` at ``orders``, as ``RdpAccountant(orders).compose(event).rdp`` would give.
 
-    Subsampled-Gaussian steps use a cached per-step vector, so composing many entries (a ledger, a
-    calibration search, an epsilon curve) costs one vector addition each. Other event kinds fall back
-    to a fresh ``RdpAccountant``.
+    Subsampled-Gaussian steps use a cached per-step vector (:func:`per_step_rdp`, or the fixed-size
+    bound under replace-one adjacency), so composing many entries (a ledger, a calibration search, an
+    epsilon curve) costs one vector addition each. Other event kinds fall back to a fresh
+    ``RdpAccountant`` with the event's neighbouring relation.
     """
-    return _rdp_of(event, 1, tuple(float(a) for a in orders))
+    order_tuple = tuple(float(a) for a in orders)
+    relation = _neighboring_relation(event)
+    return _guarded("rdp", event, lambda: _rdp_of(event, 1, order_tuple, relation))
 
 
-def _rdp_of(event: dp_accounting.DpEvent, count: int, orders: tuple[float, ...]) -> np.ndarray:
+def _neighboring_relation(event: dp_accounting.DpEvent) -> dp_accounting.NeighboringRelation:
+    fixed = _has_event(event, dp_accounting.SampledWithoutReplacementDpEvent)
+    if fixed and _has_event(event, dp_accounting.PoissonSampledDpEvent):
+        raise AccountingError(
+            "an event cannot mix fixed-size sampling (replace-one adjacency) with Poisson sampling "
+            f"(add-or-remove-one adjacency), got {describe_event(event)}; account them separately"
+        )
+    rel = dp_accounting.NeighboringRelation
+    return rel.REPLACE_ONE if fixed else rel.ADD_OR_REMOVE_ONE
+
+
+def _rdp_of(
+    event: dp_accounting.DpEvent,
+    count: int,
+    orders: tuple[float, ...],
+    relation: dp_accounting.NeighboringRelation,
+) -> np.ndarray:
     if isinstance(event, dp_accounting.NoOpDpEvent) or count == 0:
         return np.zeros(len(orders))
     if isinstance(event, dp_accounting.SelfComposedDpEvent):
-        return _rdp_of(event.event, count * event.count, orders)
+        return _rdp_of(event.event, count * event.count, orders, relation)
     if isinstance(event, dp_accounting.ComposedDpEvent):
         total = np.zeros(len(orders))
         for sub in event.events:
-            total += _rdp_of(sub, count, orders)
+            total += _rdp_of(sub, count, orders, relation)
         return total
     if isinstance(event, dp_accounting.GaussianDpEvent):
         return count * per_step_rdp(noise_multiplier=event.noise_multiplier, sampling_rate=1.0, orders=orders)
@@ -212,14 +427,35 @@ def _rdp_of(event: dp_accounting.DpEvent, count: int, orders: tuple[float, ...])
         event.event, dp_accounting.GaussianDpEvent
     ):
         q, z = event.sampling_probability, event.event.noise_multiplier
+        if q == 0:
+            return np.zeros(len(orders))
         return count * per_step_rdp(noise_multiplier=z, sampling_rate=q, orders=orders)
-    acc = rdp.RdpAccountant(orders=list(orders))
+    if isinstance(event, dp_accounting.SampledWithoutReplacementDpEvent) and isinstance(
+        event.event, dp_accounting.GaussianDpEvent
+    ):
+        n, m, z = event.source_dataset_size, event.sample_size, event.event.noise_multiplier
+        return count * _per_step_rdp_fixed_size(float(z), int(n), int(m), orders)
+    acc = rdp.RdpAccountant(orders=list(orders), neighboring_relation=relation)
     _compose(acc, dp_accounting.SelfComposedDpEvent(event=event, count=count))
     return acc.rdp
 
 
 def per_step_rdp(*, noise_multiplier: float, sampling_rate: float, orders: Sequence[float] = RDP_ORDERS) -> np.ndarray:
-    """RDP of one Poisson-subsampled Gaussian step at ``orders`` (read-only array, cached)."""
+    """RDP of one Poisson-subsampled Gaussian step at ``orders`` (read-only array, cached).
+
+    dp-accounting's values, checked order by order (they lose accuracy to round-off for tiny ``q`` with
+    large ``z``, where their sums cancel down to about 1e-16, to 0, or below 0):
+
+    - an integer order against a cancellation-free recomputation, the binomial sum of Mironov, Talwar &
+      Zhang 2019 (https://arxiv.org/abs/1908.10530, Sec. 3.3) rewritten around 1,
+      ``A_a - 1 = sum_{i>=2} C(a, i) q^i (1-q)^(a-i) expm1((i^2 - i) / (2 z^2))``, every term >= 0; the
+      recomputed value replaces it when they differ by more than :data:`RDP_TOLERANCE` relative;
+    - a fractional order is kept when it lies within the bounds that log-convexity of ``A_a`` in ``a``
+      gives and ``log A_a >= 1e-7``; otherwise it is replaced by the upper bound, the chord between the
+      neighbouring integer orders (as Wang et al. 2019, Cor. 10, interpolate).
+
+    So every value is dp-accounting's (exactly, in ordinary regimes) or an upper bound.
+    """
     return _per_step_rdp(float(noise_multiplier), float(sampling_rate), tuple(float(a) for a in orders))
 
 
@@ -228,15 +464,103 @@ def _per_step_rdp(z: float, q: float, orders: tuple[float, ...]) -> np.ndarray:
     acc = rdp.RdpAccountant(orders=list(orders))
     acc.compose(_step_event(z, q))
     values = acc.rdp
+    if 0 < q < 1 and z > 0:
+        values = _checked_poisson_rdp(values, z, q, orders)
     values.setflags(write=False)
     return values
 
 
-def _pld_epsilon(event: dp_accounting.DpEvent, delta: float) -> float:
-    """PLDAccountant's answer, composing cached one-step PLDs; other event kinds use the accountant."""
-    parts: list[privacy_loss_distribution.PrivacyLossDistribution] = []
+def _checked_poisson_rdp(values: np.ndarray, z: float, q: float, orders: tuple[float, ...]) -> np.ndarray:
+    """dp-accounting's per-step RDP, each order checked and, where it fails, replaced (see per_step_rdp)."""
+    log_a = functools.cache(lambda a: _log_a_int(q, z, a))  # log A_a at integer a (log A_1 = 0)
+    out = np.array(values, dtype=np.float64)
+    for k, (a, v) in enumerate(zip(orders, values, strict=True)):
+        if a.is_integer():
+            exact = log_a(int(a)) / (a - 1)
+            if not (v == exact or abs(v - exact) <= RDP_TOLERANCE * abs(exact)):
+                out[k] = exact
+            continue
+        lo, t = math.floor(a), a - math.floor(a)
+        upper = ((1 - t) * log_a(lo) + t * log_a(lo + 1)) / (a - 1)  # chord of a convex function
+        lower = 0.0  # the chord over [lo - 1, lo], extended beyond lo, lies below a convex function
+        if lo > 1:
+            lower = (log_a(lo) + t * (log_a(lo) - log_a(lo - 1))) / (a - 1)
+        trusted = (a - 1) * v >= _FRACTIONAL_FLOOR and lower * (1 - RDP_TOLERANCE) <= v <= upper * (1 + RDP_TOLERANCE)
+        if not trusted:
+            out[k] = upper
+    if np.array_equal(out, values):
+        return out
+    # RDP grows with the order, so a bound at a higher order bounds every lower one: keep the smallest
+    by_order = np.argsort(orders)
+    out[by_order] = np.minimum.accumulate(out[by_order][::-1])[::-1]
+    return out
+
+
+def _log_a_int(q: float, z: float, alpha: int) -> float:
+    """``log A_alpha`` of the Poisson-subsampled Gaussian at integer ``alpha >= 1``, without cancellation."""
+    if alpha <= 1:
+        return 0.0
+    i = np.arange(2, alpha + 1, dtype=np.float64)
+    x = (i * i - i) / (2 * z * z)
+    log_expm1 = x + np.log(-np.expm1(-x))  # log(exp(x) - 1), stable for small and large x
+    log_terms = (
+        special.gammaln(alpha + 1)
+        - special.gammaln(i + 1)
+        - special.gammaln(alpha - i + 1)
+        + i * math.log(q)
+        + (alpha - i) * math.log1p(-q)
+        + log_expm1
+    )
+    log_a_minus_1 = float(special.logsumexp(log_terms))
+    return float(np.logaddexp(0.0, log_a_minus_1))  # log(1 + (A - 1))
+
+
+@functools.lru_cache(maxsize=256)
+def _per_step_rdp_fixed_size(z: float, n: int, m: int, orders: tuple[float, ...]) -> np.ndarray:
+    """RDP of one fixed-size-sampled Gaussian step (``z`` already the replace-one multiplier), cached."""
+    if z == 0:
+        values = np.full(len(orders), np.inf)
+    else:
+        acc = rdp.RdpAccountant(orders=list(orders), neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_ONE)
+        event = dp_accounting.SampledWithoutReplacementDpEvent(n, m, dp_accounting.GaussianDpEvent(z))
+        acc.compose(event)
+        values = acc.rdp
+        if not np.all(values >= 0) or np.any(np.isnan(values)):
+            raise AccountingError(
+                f"the rdp accountant's fixed-size bound is numerically unreliable for {m} of {n} with z={z:g} "
+                f"(negative or NaN RDP); try Poisson sampling or a noise multiplier further from the extremes"
+            )
+    values.setflags(write=False)
+    return values
+
+
+# -- pld ------------------------------------------------------------------------------------------
+
+
+def pld_epsilon(
+    event: dp_accounting.DpEvent, *, delta: float, value_discretization_interval: float = PLD_DISCRETIZATION
+) -> float:
+    """Epsilon of ``event`` at ``delta`` from privacy loss distributions (see :func:`epsilon`).
+
+    ``value_discretization_interval`` other than :data:`PLD_DISCRETIZATION` is for searches only (a
+    coarser grid is faster and still an upper bound, but a looser one).
+    """
+    d = check_delta(delta)
+    if not _is_real(value_discretization_interval) or not 0 < value_discretization_interval < 1:
+        raise ConfigError(f"value_discretization_interval must be in (0, 1), got {value_discretization_interval!r}")
+    if _has_event(event, dp_accounting.SampledWithoutReplacementDpEvent):
+        raise AccountingError(f"pld does not support fixed-size sampling; use rdp (event: {describe_event(event)})")
+    return _guarded("pld", event, lambda: _pld_epsilon(event, d, float(value_discretization_interval)))
+
+
+def _pld_epsilon(event: dp_accounting.DpEvent, delta: float, interval: float) -> float:
+    """PLDAccountant's answer, composing cached PLDs; Gaussian-only events in closed form."""
+    subsampled: list[tuple[float, float, int]] = []  # (z, q, count)
+    inverse_variance = 0.0  # sum of count / z^2 over un-subsampled Gaussians: one Gaussian in total
+    non_private = False
 
     def walk(e: dp_accounting.DpEvent, count: int) -> bool:  # False: not a kind handled here
+        nonlocal inverse_variance, non_private
         if isinstance(e, dp_accounting.NoOpDpEvent) or count == 0:
             return True
         if isinstance(e, dp_accounting.SelfComposedDpEvent):
@@ -244,7 +568,7 @@ def _pld_epsilon(event: dp_accounting.DpEvent, delta: float) -> float:
         if isinstance(e, dp_accounting.ComposedDpEvent):
             return all(walk(sub, count) for sub in e.events)
         if isinstance(e, dp_accounting.GaussianDpEvent):
-            z, q = e.noise_multiplier, None
+            z, q = e.noise_multiplier, 1.0
         elif isinstance(e, dp_accounting.PoissonSampledDpEvent) and isinstance(e.event, dp_accounting.GaussianDpEvent):
             z, q = e.event.noise_multiplier, e.sampling_probability
         else:
@@ -252,48 +576,89 @@ def _pld_epsilon(event: dp_accounting.DpEvent, delta: float) -> float:
         if q == 0:
             return True
         if z == 0:
-            parts.append(_NON_PRIVATE)
-        elif q is None:  # as PLDAccountant: T Gaussian steps are one Gaussian with std z / sqrt(T)
-            parts.append(_pld_step(z / math.sqrt(count), None))
+            non_private = True
+        elif q == 1:
+            inverse_variance += count / z**2
         else:
-            parts.append(_pld_step(z, q).self_compose(count))
+            subsampled.append((float(z), float(q), count))
         return True
 
     if not walk(event, 1):
-        acc = pld.PLDAccountant(value_discretization_interval=PLD_DISCRETIZATION)
+        acc = pld.PLDAccountant(value_discretization_interval=interval)
         _compose(acc, event)
         return float(acc.get_epsilon(delta))
-    if any(p is _NON_PRIVATE for p in parts):
+    if non_private:
         return math.inf
-    if not parts:
-        return 0.0
+    if not subsampled:
+        if inverse_variance == 0:
+            return 0.0
+        return gaussian_epsilon(noise_multiplier=inverse_variance**-0.5, delta=delta)
+    parts = [_pld_composed(z, q, count, interval) for z, q, count in subsampled]
+    if inverse_variance > 0:  # mixed with un-subsampled steps: their one Gaussian as a PLD too
+        parts.append(_pld_step(inverse_variance**-0.5, 1.0, interval))
     total = parts[0]
     for p in parts[1:]:
         total = total.compose(p)
     return float(total.get_epsilon_for_delta(delta))
 
 
-@functools.lru_cache(maxsize=256)
-def _pld_step(z: float, q: float | None) -> privacy_loss_distribution.PrivacyLossDistribution:
-    """One Gaussian step (``q`` None) or one Poisson-subsampled one, built as PLDAccountant builds it."""
+@functools.lru_cache(maxsize=32)
+def _pld_step(z: float, q: float, interval: float) -> privacy_loss_distribution.PrivacyLossDistribution:
+    """One Gaussian step (``q == 1``) or one Poisson-subsampled one, built as PLDAccountant builds it."""
     return privacy_loss_distribution.from_gaussian_mechanism(
-        standard_deviation=z,
-        sampling_prob=1.0 if q is None else q,
-        value_discretization_interval=PLD_DISCRETIZATION,
+        standard_deviation=z, sampling_prob=q, value_discretization_interval=interval
     )
 
 
-_NON_PRIVATE: Any = object()
+@functools.lru_cache(maxsize=16)
+def _pld_composed(z: float, q: float, count: int, interval: float) -> privacy_loss_distribution.PrivacyLossDistribution:
+    step = _pld_step(z, q, interval)
+    return step if count == 1 else step.self_compose(count)
 
 
-class AccountingError(ConfigError):
-    """An accountant cannot handle an event: unsupported kind, or a numerical failure inside it."""
+def gaussian_epsilon(*, noise_multiplier: float, delta: float) -> float:
+    """Exact epsilon at ``delta`` of one Gaussian mechanism with noise std / sensitivity ``noise_multiplier``.
+
+    The privacy profile of the Gaussian mechanism with ``s`` = std / sensitivity is
+    ``delta(eps) = Phi(-eps s + 1/(2 s)) - exp(eps) Phi(-eps s - 1/(2 s))`` (Balle & Wang 2018,
+    "Improving the Gaussian mechanism", https://arxiv.org/abs/1805.06530, Thm. 8), decreasing in
+    ``eps``. The answer is the smallest ``eps >= 0`` with ``delta(eps) <= delta``, found by bisection in
+    float64 (log-space with ``scipy.special.log_ndtr``) and returned from the side where the condition
+    holds as computed. ``T`` Gaussian steps with multiplier ``z`` are one with ``z / sqrt(T)``.
+    """
+    s = check_noise_multiplier(noise_multiplier)
+    log_target = math.log(check_delta(delta))
+    if s == 0:
+        return math.inf
+
+    def excess(eps: float) -> float:  # log delta(eps) - log delta: > 0 where eps is too small
+        la = float(special.log_ndtr(-eps * s + 0.5 / s))
+        lb = float(special.log_ndtr(-eps * s - 0.5 / s))
+        ratio = eps + lb - la  # log of exp(eps) Phi(b) / Phi(a), < 0
+        if ratio >= 0:  # round-off at a huge eps: delta(eps) is 0 to float precision
+            return -math.inf
+        return la + math.log(-math.expm1(ratio)) - log_target
+
+    if excess(0.0) <= 0:
+        return 0.0
+    lo, hi = 0.0, 1.0
+    while excess(hi) > 0:
+        lo, hi = hi, 2 * hi
+        if hi > 1e300:  # no finite epsilon to report: infinity is the (trivially valid) answer
+            return math.inf
+    for _ in range(200):  # invariant: excess(lo) > 0 >= excess(hi)
+        mid = 0.5 * (lo + hi)
+        if mid in (lo, hi) or hi - lo <= 1e-13 * hi:
+            break
+        lo, hi = (lo, mid) if excess(mid) <= 0 else (mid, hi)
+    return hi
 
 
 def _compose(acc: dp_accounting.PrivacyAccountant, event: dp_accounting.DpEvent) -> None:
+    name = "rdp" if isinstance(acc, rdp.RdpAccountant) else "pld"
     try:
         acc.compose(event)
     except dp_accounting.UnsupportedEventError as err:
-        raise AccountingError(f"event {event!r} is not supported by {type(acc).__name__}: {err}") from err
-    except ValueError as err:  # numerical failure inside dp-accounting (e.g. PLD at a tiny noise multiplier)
-        raise AccountingError(f"{type(acc).__name__} failed on {event!r}: {err}; try the rdp accountant") from err
+        raise AccountingError(
+            f"the {name} accountant does not support {describe_event(event)}: {' '.join(str(err).split())}"
+        ) from err

@@ -3,16 +3,30 @@
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import math
 from pathlib import Path
 from types import ModuleType
 
 import dp_accounting
+import numpy as np
 import pytest
 
 from fedmodel.errors import ConfigError
 from fedmodel.privacy import accounting
-from fedmodel.privacy.accounting import PLD_DISCRETIZATION, dp_event, epsilon, epsilons
+from fedmodel.privacy.accounting import (
+    PLD_DISCRETIZATION,
+    AccountingError,
+    FixedSizeSampling,
+    PoissonSampling,
+    accountants_for,
+    dp_event,
+    epsilon,
+    epsilons,
+    gaussian_epsilon,
+    sampled_event,
+    steps_event,
+)
 
 # MNIST DP-SGD tutorial setting: 60,000 examples, batch 256, 60 epochs, z = 1.1, delta = 1e-5.
 MNIST_Q = 256 / 60000
@@ -21,11 +35,9 @@ MNIST = {"noise_multiplier": 1.1, "sampling_rate": MNIST_Q, "steps": MNIST_STEPS
 
 
 def _direct(event: dp_accounting.DpEvent, delta: float, accountant: str) -> float:
+    """dp-accounting's own accountant with its defaults (default orders; default PLD interval 1e-4)."""
     acc: dp_accounting.PrivacyAccountant
-    if accountant == "rdp":
-        acc = dp_accounting.rdp.RdpAccountant()
-    else:
-        acc = dp_accounting.pld.PLDAccountant(value_discretization_interval=PLD_DISCRETIZATION)
+    acc = dp_accounting.rdp.RdpAccountant() if accountant == "rdp" else dp_accounting.pld.PLDAccountant()
     acc.compose(event)
     return acc.get_epsilon(delta)
 
@@ -53,20 +65,35 @@ def test_mnist_steps_convention() -> None:
         (1.1, MNIST_Q, MNIST_STEPS, 1e-5),
         (1.0, 0.05, 100, 1e-6),
         (0.7, 0.01, 1000, 1e-5),
-        (2.0, 1.0, 10, 1e-5),
+        (1.5, 0.001, 1000, 1e-5),  # a 1e-3 grid overstates this PLD epsilon by about 15%
     ],
 )
 def test_epsilon_equals_dp_accounting_directly(accountant: str, z: float, q: float, steps: int, delta: float) -> None:
     event = dp_event(noise_multiplier=z, sampling_rate=q, steps=steps)
-    step: dp_accounting.DpEvent = dp_accounting.GaussianDpEvent(z)
-    if q < 1:  # q = 1 is plain composition (PLD then composes Gaussians exactly, a hair tighter)
-        step = dp_accounting.PoissonSampledDpEvent(q, step)
-    reference = dp_accounting.SelfComposedDpEvent(step, steps)
+    reference = dp_accounting.SelfComposedDpEvent(
+        dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(z)), steps
+    )
     # RDP: the same float operations; PLD: the same distributions, composed in another order (float rounding)
     rel = 1e-12 if accountant == "rdp" else 1e-9
     assert epsilon(event, delta=delta, accountant=accountant) == pytest.approx(  # type: ignore[arg-type]
         _direct(reference, delta, accountant), rel=rel
     )
+
+
+def test_pld_grid_is_never_coarser_than_dp_accounting_default() -> None:
+    default = inspect.signature(dp_accounting.pld.PLDAccountant).parameters["value_discretization_interval"].default
+    assert PLD_DISCRETIZATION <= default == 1e-4
+
+
+def test_pld_of_a_composed_ledger_like_event_equals_dp_accounting() -> None:
+    event = dp_accounting.ComposedDpEvent(
+        [
+            dp_event(noise_multiplier=1.1, sampling_rate=MNIST_Q, steps=2000),
+            dp_event(noise_multiplier=0.9, sampling_rate=2 * MNIST_Q, steps=500),
+            dp_event(noise_multiplier=2.0, sampling_rate=0.01, steps=300),
+        ]
+    )
+    assert epsilon(event, delta=1e-5, accountant="pld") == pytest.approx(_direct(event, 1e-5, "pld"), rel=1e-9)
 
 
 def test_mnist_matches_tensorflow_privacy() -> None:
@@ -96,26 +123,24 @@ def test_mnist_tutorial_figure_comes_from_the_classic_rdp_conversion() -> None:
     assert epsilon(dp_event(**MNIST), delta=1e-5, accountant="rdp") < classic
 
 
-def test_pld_is_tighter_than_rdp_and_close_to_a_finer_grid() -> None:
+def test_pld_is_tighter_than_rdp_and_the_coarse_grid_is_looser() -> None:
     event = dp_event(**MNIST)
     rdp, pld = epsilon(event, delta=1e-5, accountant="rdp"), epsilon(event, delta=1e-5, accountant="pld")
-    fine = dp_accounting.pld.PLDAccountant(value_discretization_interval=1e-4)
-    fine.compose(event)
+    coarse = accounting.pld_epsilon(event, delta=1e-5, value_discretization_interval=1e-3)
     assert pld < rdp
-    # pessimistic discretisation: the coarse grid is an upper bound within 1% of the fine one
-    assert fine.get_epsilon(1e-5) <= pld <= fine.get_epsilon(1e-5) * 1.01
+    # pessimistic discretisation: the coarser grid (the old default) is a looser upper bound
+    assert pld < coarse <= pld * 1.01
 
 
 def _gaussian_delta(eps: float, mu: float) -> float:
-    """Exact delta(eps) of a Gaussian mechanism with sensitivity/std = mu (Balle & Wang 2018, Thm 8)."""
+    """Exact delta(eps) of a Gaussian mechanism with sensitivity/std = mu (Balle & Wang 2018, Thm 8), 60 digits."""
+    mp = pytest.importorskip("mpmath")
+    with mp.workdps(60):
+        e, m = mp.mpf(eps), mp.mpf(mu)
+        return float(mp.ncdf(-e / m + m / 2) - mp.exp(e) * mp.ncdf(-e / m - m / 2))
 
-    def phi(x: float) -> float:
-        return 0.5 * math.erfc(-x / math.sqrt(2))
 
-    return phi(-eps / mu + mu / 2) - math.exp(eps) * phi(-eps / mu - mu / 2)
-
-
-def test_full_batch_is_plain_gaussian_composition() -> None:
+def test_full_batch_is_plain_gaussian_composition_in_closed_form() -> None:
     # q = 1: T Gaussian steps with multiplier z compose to one Gaussian with multiplier z / sqrt(T).
     z, steps, delta = 2.0, 16, 1e-5
     event = dp_event(noise_multiplier=z, sampling_rate=1.0, steps=steps)
@@ -124,8 +149,48 @@ def test_full_batch_is_plain_gaussian_composition() -> None:
     pld = epsilon(event, delta=delta, accountant="pld")
     mu = math.sqrt(steps) / z
     assert _gaussian_delta(pld, mu) <= delta  # an upper bound on epsilon ...
-    assert _gaussian_delta(pld - 0.01, mu) > delta  # ... and a tight one
+    assert _gaussian_delta(pld * (1 - 1e-9), mu) > delta  # ... and exact, not discretised
     assert epsilon(event, delta=delta, accountant="rdp") >= pld
+
+
+@pytest.mark.parametrize(("z", "steps", "delta"), [(2.0, 16, 1e-5), (3.0, 1, 1e-5), (5.0, 1000, 1e-5)])
+def test_closed_form_gaussian_is_at_most_dp_accounting_pld(z: float, steps: int, delta: float) -> None:
+    event = dp_event(noise_multiplier=z, sampling_rate=1.0, steps=steps)
+    ours, theirs = epsilon(event, delta=delta, accountant="pld"), _direct(event, delta, "pld")
+    # dp-accounting discretises pessimistically: never below the exact value, and close to it
+    assert theirs * (1 - 1e-6) <= ours <= theirs * (1 + 1e-9)
+
+
+def test_cross_silo_low_noise_is_exact_and_handles_huge_epsilon() -> None:
+    # q = 1, z = 0.5, 1000 rounds: one Gaussian with s = 0.5 / sqrt(1000) (dp-accounting's PLD takes minutes)
+    s = 0.5 / math.sqrt(1000)
+    eps = epsilon(dp_event(noise_multiplier=0.5, sampling_rate=1.0, steps=1000), delta=1e-5, accountant="pld")
+    assert eps == gaussian_epsilon(noise_multiplier=s, delta=1e-5)
+    assert _gaussian_delta(eps, 1 / s) <= 1e-5 < _gaussian_delta(eps * (1 - 1e-9), 1 / s)
+    # Gaussian steps of different noise compose to one Gaussian: 1/s^2 = sum count / z^2
+    mixed = dp_accounting.ComposedDpEvent(
+        [
+            dp_event(noise_multiplier=1.0, sampling_rate=1.0, steps=3),
+            dp_event(noise_multiplier=2.0, sampling_rate=1.0, steps=5),
+        ]
+    )
+    assert epsilon(mixed, delta=1e-6, accountant="pld") == gaussian_epsilon(
+        noise_multiplier=(3 / 1.0 + 5 / 4.0) ** -0.5, delta=1e-6
+    )
+    assert gaussian_epsilon(noise_multiplier=1e6, delta=1e-5) == 0.0  # delta(0) = 2 Phi(1 / (2 s)) - 1 = 4e-7
+    # s -> 0: the privacy loss is N(1/(2 s^2), 1/s^2), whose median is the epsilon at delta = 1/2
+    assert gaussian_epsilon(noise_multiplier=1e-9, delta=0.5) == pytest.approx(0.5e18, rel=1e-6)
+
+
+def test_mixed_subsampled_and_full_steps_equal_dp_accounting() -> None:
+    event = dp_accounting.ComposedDpEvent(
+        [
+            dp_event(noise_multiplier=1.0, sampling_rate=0.05, steps=50),
+            dp_event(noise_multiplier=8.0, sampling_rate=1.0, steps=4),
+        ]
+    )
+    # the full steps become one Gaussian PLD (as PLDAccountant builds it), composed with the subsampled ones
+    assert epsilon(event, delta=1e-6, accountant="pld") == pytest.approx(_direct(event, 1e-6, "pld"), rel=1e-9)
 
 
 @pytest.mark.parametrize("accountant", ["rdp", "pld"])
@@ -180,3 +245,164 @@ def test_bad_delta_raises(delta: float) -> None:
 def test_unknown_accountant_raises() -> None:
     with pytest.raises(ConfigError, match="'prv'"):
         epsilon(dp_event(noise_multiplier=1.0, sampling_rate=0.1, steps=1), delta=1e-5, accountant="prv")  # type: ignore[arg-type]
+
+
+# -- rdp round-off --------------------------------------------------------------------------------
+
+
+def _exact_rdp(q: float, z: float, order: int) -> float:
+    """RDP of one Poisson-subsampled Gaussian step at an integer order, as a 60-digit binomial sum."""
+    mp = pytest.importorskip("mpmath")
+    with mp.workdps(60):
+        qq, zz = mp.mpf(q), mp.mpf(z)
+        a = sum(
+            mp.binomial(order, i) * qq**i * (1 - qq) ** (order - i) * mp.exp((i * i - i) / (2 * zz**2))
+            for i in range(order + 1)
+        )
+        return float(mp.log(a) / (order - 1))
+
+
+@pytest.mark.parametrize(("z", "q"), [(10.0, 1e-6), (50.0, 1e-5), (1.5, 1e-5), (1.1, MNIST_Q)])
+def test_per_step_rdp_integer_orders_are_exact(z: float, q: float) -> None:
+    values = accounting.per_step_rdp(noise_multiplier=z, sampling_rate=q)
+    for order in (2, 3, 11, 32, 256):
+        k = accounting.RDP_ORDERS.index(float(order))
+        assert values[k] == pytest.approx(_exact_rdp(q, z, order), rel=1e-9)
+    assert np.all(values > 0) and np.all(np.diff(values) >= 0)  # RDP grows with the order
+
+
+def test_rdp_never_reports_zero_from_round_off() -> None:
+    # dp-accounting's fractional orders cancel to 0 here (orders 1.2-1.4) and its conversion then claims
+    # (0, delta); the composed privacy loss is about N(5e-10, (3.2e-5)^2), so delta(0) is about 1.3e-5 > 1e-5
+    z, q, steps, delta = 10.0, 1e-6, 100_000, 1e-5
+    event = dp_event(noise_multiplier=z, sampling_rate=q, steps=steps)
+    assert _direct(event, delta, "rdp") == 0.0  # the defect being guarded against
+    ours = epsilon(event, delta=delta, accountant="rdp")
+    # a sound reference: exact RDP at the integer orders, the same conversion
+    integer = [a for a in accounting.RDP_ORDERS if a.is_integer()]
+    exact = [steps * _exact_rdp(q, z, int(a)) for a in integer]
+    reference, _ = dp_accounting.rdp.rdp_privacy_accountant.compute_epsilon(integer, exact, delta)
+    assert 0 < ours <= reference * (1 + 1e-9)
+    assert 0 < epsilon(event, delta=delta, accountant="pld") <= ours  # PLD, the tighter one, agrees it is > 0
+
+
+def test_rdp_round_off_below_zero_no_longer_raises() -> None:
+    # dp-accounting raises "Renyi divergence cannot be negative" here (order 1.1 rounds to -1e-16 per step)
+    event = dp_event(noise_multiplier=50.0, sampling_rate=1e-6, steps=1000)
+    with pytest.raises(ValueError, match="cannot be negative"):
+        _direct(event, 1e-5, "rdp")
+    integer = [a for a in accounting.RDP_ORDERS if a.is_integer()]
+    exact = [1000 * _exact_rdp(1e-6, 50.0, int(a)) for a in integer]
+    reference, _ = dp_accounting.rdp.rdp_privacy_accountant.compute_epsilon(integer, exact, 1e-5)
+    # exact RDP at order 2 is 4e-13 < delta^2: the KL route proves (0, delta) honestly here
+    assert epsilon(event, delta=1e-5, accountant="rdp") == reference == 0
+
+
+# -- failures -------------------------------------------------------------------------------------
+
+
+def test_numerical_failures_inside_dp_accounting_become_accounting_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ValueError("Renyi divergence cannot be negative.\nFound -1e-15.")
+
+    monkeypatch.setattr(dp_accounting.rdp.rdp_privacy_accountant, "compute_epsilon", broken)
+    event = dp_event(noise_multiplier=1.0, sampling_rate=0.01, steps=10)
+    with pytest.raises(
+        AccountingError, match=r"rdp accountant.*cannot be negative\. Found -1e-15.*try the pld"
+    ) as info:
+        epsilon(event, delta=1e-5, accountant="rdp")
+    assert "\n" not in str(info.value) and isinstance(info.value, ConfigError)
+    monkeypatch.setattr(accounting.privacy_loss_distribution, "from_gaussian_mechanism", broken)
+    fresh = dp_event(noise_multiplier=1.2345, sampling_rate=0.0123, steps=10)  # not in the PLD cache
+    with pytest.raises(AccountingError, match=r"pld accountant failed on 10 x Poisson\(q=0\.0123.*try the rdp"):
+        epsilon(fresh, delta=1e-5, accountant="pld")
+
+
+@pytest.mark.parametrize("accountant", ["rdp", "pld"])
+def test_unsupported_events_become_accounting_errors(accountant: str) -> None:
+    with pytest.raises(AccountingError, match="does not support"):
+        epsilon(dp_accounting.UnsupportedDpEvent(), delta=1e-5, accountant=accountant)  # type: ignore[arg-type]
+
+
+# -- sampling -------------------------------------------------------------------------------------
+
+
+def test_poisson_sampled_event() -> None:
+    mech = dp_accounting.GaussianDpEvent(1.1)
+    assert sampled_event(mech, PoissonSampling(0.01)) == dp_accounting.PoissonSampledDpEvent(0.01, mech)
+    assert sampled_event(mech, PoissonSampling(1.0)) == mech
+    assert steps_event(mech, PoissonSampling(0.01), steps=7) == dp_event(
+        noise_multiplier=1.1, sampling_rate=0.01, steps=7
+    )
+
+
+def _replace_one_rdp(event: dp_accounting.DpEvent, delta: float) -> float:
+    acc = dp_accounting.rdp.RdpAccountant(neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_ONE)
+    acc.compose(event)
+    return acc.get_epsilon(delta)
+
+
+def test_fixed_size_event_is_sampling_without_replacement_at_half_the_multiplier() -> None:
+    z, n, m, rounds = 1.0, 1000, 50, 200
+    event = steps_event(dp_accounting.GaussianDpEvent(z), FixedSizeSampling(population=n, size=m), steps=rounds)
+    # replace-one adjacency: the sum of records clipped to C moves by up to 2C, so z / 2 per unit of sensitivity
+    by_hand = dp_accounting.SelfComposedDpEvent(
+        dp_accounting.SampledWithoutReplacementDpEvent(n, m, dp_accounting.GaussianDpEvent(z / 2)), rounds
+    )
+    assert event == by_hand
+    assert epsilon(event, delta=1e-6, accountant="rdp") == pytest.approx(_replace_one_rdp(by_hand, 1e-6), rel=1e-12)
+    # a broken z (not halved) would give a much smaller epsilon
+    unhalved = dp_accounting.SelfComposedDpEvent(
+        dp_accounting.SampledWithoutReplacementDpEvent(n, m, dp_accounting.GaussianDpEvent(z)), rounds
+    )
+    assert epsilon(event, delta=1e-6, accountant="rdp") > 1.5 * _replace_one_rdp(unhalved, 1e-6)
+
+
+def test_fixed_size_of_everyone_is_a_gaussian_with_half_the_multiplier() -> None:
+    z, n, rounds = 3.0, 40, 25
+    event = steps_event(dp_accounting.GaussianDpEvent(z), FixedSizeSampling(population=n, size=n), steps=rounds)
+    gaussian = dp_event(noise_multiplier=z / 2, sampling_rate=1.0, steps=rounds)
+    assert epsilon(event, delta=1e-5, accountant="rdp") == pytest.approx(
+        epsilon(gaussian, delta=1e-5, accountant="rdp"), rel=1e-12
+    )
+
+
+def test_pld_refuses_fixed_size_and_accountants_for_says_so() -> None:
+    event = steps_event(dp_accounting.GaussianDpEvent(1.0), FixedSizeSampling(population=100, size=10), steps=5)
+    with pytest.raises(AccountingError, match="pld does not support fixed-size sampling; use rdp"):
+        epsilon(event, delta=1e-5, accountant="pld")
+    assert accountants_for(event) == ("rdp",)
+    assert accountants_for(dp_accounting.ComposedDpEvent([dp_accounting.NoOpDpEvent(), event])) == ("rdp",)
+    assert accountants_for(dp_event(noise_multiplier=1.0, sampling_rate=0.1, steps=5)) == ("rdp", "pld")
+    with pytest.raises(AccountingError, match="cannot mix fixed-size"):
+        epsilon(
+            dp_accounting.ComposedDpEvent([event, dp_event(noise_multiplier=1.0, sampling_rate=0.1, steps=5)]),
+            delta=1e-5,
+            accountant="rdp",
+        )
+
+
+def test_fixed_size_zero_noise_is_infinite() -> None:
+    event = steps_event(dp_accounting.GaussianDpEvent(0.0), FixedSizeSampling(population=100, size=10), steps=5)
+    assert epsilon(event, delta=1e-5, accountant="rdp") == math.inf
+
+
+@pytest.mark.parametrize(
+    ("make", "named"),
+    [
+        (lambda: PoissonSampling(0.0), "rate must be in \\(0, 1\\], got 0.0"),
+        (lambda: PoissonSampling(1.5), "got 1.5"),
+        (lambda: PoissonSampling(True), "got True"),
+        (lambda: FixedSizeSampling(population=10, size=11), "size=11 > population=10"),
+        (lambda: FixedSizeSampling(population=10, size=0), "size must be an integer >= 1, got 0"),
+        (lambda: FixedSizeSampling(population=2.5, size=1), "population must be an integer >= 1, got 2.5"),
+        (
+            lambda: sampled_event(dp_accounting.GaussianDpEvent(1.0), 0.5),
+            "PoissonSampling or FixedSizeSampling, got 0.5",
+        ),
+        (lambda: sampled_event(dp_accounting.LaplaceDpEvent(1.0), PoissonSampling(0.5)), "GaussianDpEvent"),
+    ],
+)
+def test_bad_sampling_raises_config_error(make: object, named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        make()  # type: ignore[operator]
