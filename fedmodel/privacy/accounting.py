@@ -515,6 +515,20 @@ def _log_a_int(q: float, z: float, alpha: int) -> float:
     return float(np.logaddexp(0.0, log_a_minus_1))  # log(1 + (A - 1))
 
 
+def per_step_rdp_fixed_size(
+    *, noise_multiplier: float, population: int, size: int, orders: Sequence[float] = RDP_ORDERS
+) -> np.ndarray:
+    """RDP of one fixed-size-sampled step of a mechanism with noise multiplier ``z`` (read-only, cached).
+
+    ``noise_multiplier`` is the mechanism's ``z`` (noise std / clip norm); the bound is that of
+    ``SampledWithoutReplacementDpEvent(population, size, GaussianDpEvent(z / 2))`` under replace-one
+    adjacency (see :func:`sampled_event`).
+    """
+    z = check_noise_multiplier(noise_multiplier)
+    how = FixedSizeSampling(population=population, size=size)
+    return _per_step_rdp_fixed_size(z / 2, how.population, how.size, tuple(float(a) for a in orders))
+
+
 @functools.lru_cache(maxsize=256)
 def _per_step_rdp_fixed_size(z: float, n: int, m: int, orders: tuple[float, ...]) -> np.ndarray:
     """RDP of one fixed-size-sampled Gaussian step (``z`` already the replace-one multiplier), cached."""

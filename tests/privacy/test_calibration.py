@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import math
 
+import dp_accounting
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedmodel.errors import ConfigError
-from fedmodel.privacy.accounting import dp_event, epsilon
+from fedmodel.privacy.accounting import (
+    AccountingError,
+    FixedSizeSampling,
+    PoissonSampling,
+    dp_event,
+    epsilon,
+    steps_event,
+)
 from fedmodel.privacy.calibration import MAX_NOISE_MULTIPLIER, calibrate_noise_multiplier, warn_delta
 
 
@@ -48,6 +56,45 @@ def test_mnist_target_three() -> None:
     assert 0.95 < z < 1.1
 
 
+def test_tiny_targets_calibrate_without_numerical_failures() -> None:
+    # MNIST schedule at epsilon 0.01: z in the hundreds, where dp-accounting's RDP sums cancel to round-off
+    kw = {"target_epsilon": 0.01, "delta": 1e-5, "sampling_rate": 256 / 60000, "steps": 14063}
+    for accountant in ("rdp", "pld"):
+        z = calibrate_noise_multiplier(**kw, accountant=accountant)  # type: ignore[arg-type]
+        assert 100 < z < MAX_NOISE_MULTIPLIER
+        assert 0 < eps(z, 256 / 60000, 14063, 1e-5, accountant) <= 0.01
+
+
+def fixed_eps(z: float, how: FixedSizeSampling, steps: int, delta: float) -> float:
+    event = steps_event(dp_accounting.GaussianDpEvent(z), how, steps=steps)
+    return epsilon(event, delta=delta, accountant="rdp")
+
+
+@pytest.mark.parametrize(("target", "n", "m", "rounds"), [(2.0, 1000, 50, 100), (8.0, 100, 100, 30)])
+def test_fixed_size_calibration_never_overshoots_and_is_tight(target: float, n: int, m: int, rounds: int) -> None:
+    how = FixedSizeSampling(population=n, size=m)
+    z = calibrate_noise_multiplier(target_epsilon=target, delta=1e-6, sampling=how, steps=rounds)
+    assert fixed_eps(z, how, rounds, 1e-6) <= target < fixed_eps(z * 0.99, how, rounds, 1e-6)
+    if n == m:  # everyone every round: a Gaussian at z / 2, i.e. twice the noise of q = 1 Poisson
+        poisson = calibrate_noise_multiplier(target_epsilon=target, delta=1e-6, sampling_rate=1.0, steps=rounds)
+        assert z == pytest.approx(2 * poisson, rel=2e-3)
+
+
+def test_poisson_sampling_object_equals_sampling_rate() -> None:
+    kw = {"target_epsilon": 2.0, "delta": 1e-6, "steps": 100}
+    assert calibrate_noise_multiplier(**kw, sampling=PoissonSampling(0.05)) == calibrate_noise_multiplier(  # type: ignore[arg-type]
+        **kw,
+        sampling_rate=0.05,  # type: ignore[arg-type]
+    )
+
+
+def test_pld_refuses_fixed_size_sampling() -> None:
+    with pytest.raises(AccountingError, match="pld does not support fixed-size sampling; use rdp"):
+        calibrate_noise_multiplier(
+            target_epsilon=1.0, delta=1e-6, sampling=FixedSizeSampling(population=10, size=2), steps=5, accountant="pld"
+        )
+
+
 def test_infeasible_target_raises() -> None:
     with pytest.raises(ConfigError, match=r"target_epsilon=1e-06 is out of reach.*noise_multiplier=1000"):
         calibrate_noise_multiplier(target_epsilon=1e-6, delta=1e-5, sampling_rate=1.0, steps=1000)
@@ -64,6 +111,8 @@ def test_infeasible_target_raises() -> None:
         ({"steps": 0}, "steps"),
         ({"accountant": "gdp"}, "gdp"),
         ({"tolerance": 0.5}, "tolerance"),
+        ({"sampling": PoissonSampling(0.01)}, "exactly one of sampling_rate and sampling"),
+        ({"sampling_rate": None}, "exactly one of sampling_rate and sampling"),
     ],
 )
 def test_bad_inputs_raise(kwargs: dict[str, object], named: str) -> None:
