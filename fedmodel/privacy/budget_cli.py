@@ -4,6 +4,8 @@
 
     fedmodel budget --examples 60000 --batch-size 256 --epochs 60 --noise-multiplier 1.1 --delta 1e-5
     fedmodel budget --clients 1000 --clients-per-round 50 --rounds 100 --noise-multiplier 1.0 --delta 1e-6
+    fedmodel budget --clients 1000 --clients-per-round 50 --rounds 100 --client-sampling fixed-size \\
+        --target-epsilon 3 --delta 1e-6
     fedmodel budget --examples 60000 --batch-size 256 --epochs 60 --target-epsilon 3 --delta 1e-5
     fedmodel budget report RUN_DIR [--format markdown]
 
@@ -28,6 +30,7 @@ _PLAN_OPTIONS = (
     "noise_multiplier",
     "target_epsilon",
     "delta",
+    "client_sampling",
 )
 DEFAULT_DELTA = 1e-5
 
@@ -40,8 +43,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Plan a DP budget (central: --examples --batch-size --epochs; federated: --clients "
             "--clients-per-round --rounds; with --noise-multiplier or --target-epsilon), or write the "
-            "privacy report of a finished run: fedmodel budget report RUN_DIR. Accounting assumes Poisson "
-            "subsampling with q = batch_size/examples or clients_per_round/clients."
+            "privacy report of a finished run: fedmodel budget report RUN_DIR. Central plans assume Poisson "
+            "subsampling with q = batch_size/examples; federated plans Poisson subsampling with "
+            "q = clients_per_round/clients, or, with --client-sampling fixed-size, exactly clients_per_round "
+            "clients per round (replace-one-client bound, rdp only). With --target-epsilon and several "
+            "accountants the smallest calibrated noise is used (the tightest valid bound)."
         ),
     )
     p.add_argument("action", nargs="?", choices=["report"], help="'report' writes a run's privacy report")
@@ -54,17 +60,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fed.add_argument("--clients", type=int, help="client population")
     fed.add_argument("--clients-per-round", type=int, help="clients sampled per round")
     fed.add_argument("--rounds", type=int, help="training rounds")
+    fed.add_argument(
+        "--client-sampling",
+        choices=("poisson", "fixed-size"),
+        help="poisson (default): each client joins with probability q; fixed-size: exactly clients_per_round",
+    )
     p.add_argument("--noise-multiplier", type=float, help="noise std / clip norm")
     p.add_argument("--target-epsilon", type=float, help="calibrate the noise multiplier for this epsilon")
     p.add_argument("--delta", type=float, help=f"delta (default {DEFAULT_DELTA:g} for a plan; a run's own delta)")
-    p.add_argument("--accountant", choices=("rdp", "pld", "all"), default="all", help="default: all")
+    p.add_argument("--accountant", choices=("rdp", "pld", "all"), default="all", help="default: all that apply")
     p.add_argument("--format", choices=("table", "markdown", "json"), default="table", help="default: table")
     p.set_defaults(func=cmd_budget)
 
 
 def cmd_budget(args: argparse.Namespace) -> int:
     """Run ``fedmodel budget``; bad input raises ConfigError."""
-    accountants = ("rdp", "pld") if args.accountant == "all" else (args.accountant,)
+    accountants = None if args.accountant == "all" else (args.accountant,)
     if args.action == "report":
         return _report(args, accountants)
     if args.run_dir is not None:
@@ -75,7 +86,7 @@ def cmd_budget(args: argparse.Namespace) -> int:
     from fedmodel.privacy.report import render
 
     options = {name: getattr(args, name) for name in _PLAN_OPTIONS if getattr(args, name) is not None}
-    if not options.keys() - {"delta"}:
+    if not options.keys() - {"delta", "client_sampling"}:
         raise ConfigError(
             "budget needs a plan (--examples/--batch-size/--epochs or "
             "--clients/--clients-per-round/--rounds, and --noise-multiplier or --target-epsilon), "
@@ -92,7 +103,7 @@ def cmd_budget(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report(args: argparse.Namespace, accountants: tuple[str, ...]) -> int:
+def _report(args: argparse.Namespace, accountants: tuple[str, ...] | None) -> int:
     if args.run_dir is None:
         raise ConfigError("budget report needs RUN_DIR: fedmodel budget report RUN_DIR")
     given = [f"--{n.replace('_', '-')}" for n in _PLAN_OPTIONS if n != "delta" and getattr(args, n) is not None]

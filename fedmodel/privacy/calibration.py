@@ -20,8 +20,9 @@ bound at orders 128 and 256 costs about 0.2 s):
 then check the answer once with all orders.
 
 The PLD search first bisects on a 10x coarser grid (pessimistic too, so a looser upper bound, and ten
-times faster to build), then refines from that answer on the reported grid, galloping down (or up)
-before bisecting, so only a few full-resolution evaluations run.
+times faster to build), then predicts the full-resolution answer from one full evaluation and the
+coarse slope, and brackets it from there (galloping down or up if the prediction misses), so usually
+three full-resolution evaluations run.
 
 Recommended delta (e.g. Ponomareva et al. 2023, "How to DP-fy ML", https://arxiv.org/abs/2303.00654):
 much smaller than ``1 / population``; :func:`warn_delta` flags ``delta >= 1 / population``.
@@ -126,8 +127,8 @@ def calibrate_noise_multiplier(
         z = _calibrate_rdp(target, d, per_step, cheap, steps, tolerance)
     else:
         guess = _calibrate_rdp(target, d, per_step, cheap, steps, 0.05) or 1.0
-        start = _bisect(coarse_pld, target, guess=guess, tolerance=tolerance, step=1.25) or guess
-        z = _bisect(full, target, guess=start, tolerance=tolerance, step=1 + 2 * tolerance, gallop=True)
+        start = _bisect(coarse_pld, target, guess=guess, tolerance=max(tolerance, 0.01), step=1.25) or guess
+        z = _bisect(full, target, **_predict(full, coarse_pld, target, start, tolerance), gallop=True)
     if z is None:
         raise _infeasible(target, d, how, steps, name, full(MAX_NOISE_MULTIPLIER))
     while full(z) > target:  # cannot happen (the search only returns tested values); fail closed anyway
@@ -135,6 +136,25 @@ def calibrate_noise_multiplier(
         if z > MAX_NOISE_MULTIPLIER:
             raise _infeasible(target, d, how, steps, name, full(MAX_NOISE_MULTIPLIER))
     return z
+
+
+def _predict(
+    full: Callable[[float], float], coarse: Callable[[float], float], target: float, z: float, tolerance: float
+) -> dict[str, float]:
+    """Where to start the full-resolution search: ``guess`` and ``step`` for :func:`_bisect`.
+
+    Locally ``eps(z') = eps(z) * (z' / z)^k``, with the slope ``k`` from the coarse grid (cheap) and
+    ``eps(z)`` from the full one; the bracket ``[pred / sqrt(1 + tol), pred * sqrt(1 + tol)]`` around the
+    predicted root then usually settles the search in two more full evaluations.
+    """
+    at, coarse_at = full(z), coarse(z)
+    nearby = coarse(z * 1.01)
+    tolerance_step = {"guess": z, "step": 1 + 2 * tolerance, "tolerance": tolerance}
+    if not all(math.isfinite(v) and v > 0 for v in (at, coarse_at, nearby)) or nearby >= coarse_at:
+        return tolerance_step
+    k = math.log(nearby / coarse_at) / math.log(1.01)  # < 0: epsilon falls as z grows
+    pred = z * (target / at) ** (1 / k)
+    return {"guess": pred * math.sqrt(1 + tolerance), "step": 1 + tolerance, "tolerance": tolerance}
 
 
 def _check_sampling(sampling_rate: float | None, sampling: Sampling | None) -> Sampling:
@@ -204,7 +224,13 @@ def _optimal_order_finder(per_step: PerStep, steps: int, delta: float) -> Callab
         from dp_accounting.rdp import rdp_privacy_accountant
 
         vec = steps * per_step(z, orders)
-        _, order = rdp_privacy_accountant.compute_epsilon(list(orders), list(vec), delta)
+        try:
+            _, order = rdp_privacy_accountant.compute_epsilon(list(orders), list(vec), delta)
+        except ValueError as err:  # e.g. a negative RDP value from round-off inside dp-accounting
+            raise accounting.AccountingError(
+                f"the rdp accountant failed at noise multiplier {z:g}: {' '.join(str(err).split())}; "
+                "try a target epsilon or delta further from the extremes"
+            ) from err
         return float(order)
 
     return optimal

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from fedmodel.errors import ConfigError
-from fedmodel.privacy.accounting import ACCOUNTANTS, AccountantName, check_accountants
-from fedmodel.privacy.budget import BudgetReport
+from fedmodel.privacy.accounting import AccountantName, AccountingError, check_accountants
+from fedmodel.privacy.budget import BudgetReport, sampling_bound
 from fedmodel.privacy.calibration import warn_delta
 from fedmodel.privacy.ledger import LEDGER_FILE, PrivacyLedger, atomic_write
 
@@ -80,19 +80,28 @@ def render_markdown(report: BudgetReport) -> str:
 def _budget_doc(report: BudgetReport) -> _Doc:
     plan = report.plan
     if plan.federated:
-        setup = f"{plan.clients} clients, {plan.clients_per_round} per round, {plan.rounds} rounds"
+        setup = (
+            f"{plan.clients} clients, {plan.clients_per_round} per round ({plan.client_sampling}), {plan.rounds} rounds"
+        )
     else:
         setup = f"{plan.examples} examples, batch size {plan.batch_size}, {_num(plan.epochs or 0)} epochs"
     noise = f"{report.noise_multiplier:.4g}"
-    if report.calibrated:
-        noise += f" (calibrated for target epsilon {_num(report.target_epsilon or 0)})"
+    if report.calibrated_with is not None:
+        noise += f" (calibrated with {report.calibrated_with} for target epsilon {_num(report.target_epsilon or 0)}"
+        if len(report.accountants) > 1:
+            noise += "; the tightest accountant's bound applies, the others are looser upper bounds"
+        noise += ")"
+    fixed = plan.federated and plan.client_sampling == "fixed-size"
     facts = [
         ("unit of privacy", report.unit),
         ("adjacency", report.adjacency),
         ("sampling", report.sampling),
+        ("bound", report.bound),
         ("accountants", ", ".join(_ACCOUNTANT_NAMES[a] for a in report.accountants)),
         ("setup", setup),
-        ("sampling rate q", f"{report.sampling_rate:.6g}"),
+        ("clients per round", f"{plan.clients_per_round} of {plan.clients}")
+        if fixed
+        else ("sampling rate q", f"{report.sampling_rate:.6g}"),
         ("steps", str(report.steps)),
         ("noise multiplier", noise),
         ("delta", f"{report.delta:g}"),
@@ -117,9 +126,13 @@ def run_summary(
     run_dir: str | os.PathLike[str],
     *,
     delta: float | None = None,
-    accountants: Sequence[AccountantName] = ACCOUNTANTS,
+    accountants: Sequence[AccountantName] | None = None,
 ) -> dict[str, Any]:
-    """The privacy report of a run as a JSON-ready dict (what ``privacy_report.json`` holds)."""
+    """The privacy report of a run as a JSON-ready dict (what ``privacy_report.json`` holds).
+
+    ``accountants`` None means every accountant that applies to the ledger (only RDP for fixed-size
+    sampling); naming one that does not apply raises AccountingError.
+    """
     root = Path(run_dir)
     if not root.is_dir():
         raise ConfigError(f"run directory {root} does not exist")
@@ -127,7 +140,13 @@ def run_summary(
     if not ledger_path.is_file():
         raise ConfigError(f"{ledger_path} does not exist: the run recorded no privacy ledger")
     ledger = PrivacyLedger.load(ledger_path)
-    names = check_accountants(accountants)
+    names = ledger.accountants if accountants is None else check_accountants(accountants)
+    for name in names:
+        if name not in ledger.accountants:
+            raise AccountingError(
+                f"{name} does not support fixed-size sampling; use rdp (the ledger {ledger_path} records "
+                "fixed-size releases)"
+            )
     d = ledger.resolve_delta(delta)
     if ledger.steps == 0:
         raise ConfigError(f"privacy ledger {ledger_path} records no steps")
@@ -150,6 +169,7 @@ def run_summary(
         "adjacency": ledger.adjacency,
         "sampling": ledger.sampling,
         "sampling_assumption": _sampling_assumption(ledger),
+        "bound": _bound(ledger),
         "population": ledger.population,
         "steps": ledger.steps,
         "delta": d,
@@ -168,17 +188,17 @@ def render_run(summary: dict[str, Any], fmt: Format = "markdown") -> str:
     if fmt == "json":
         return json.dumps(summary, indent=2)
     zs = sorted({e["noise_multiplier"] for e in summary["entries"]})
-    qs = sorted({e["sampling_rate"] for e in summary["entries"]})
     facts = [
         ("run", summary["run_dir"]),
         ("unit of privacy", summary["unit"]),
         ("adjacency", summary["adjacency"]),
         ("sampling", summary["sampling_assumption"]),
+        ("bound", summary["bound"]),
         ("accountants", ", ".join(_ACCOUNTANT_NAMES[a] for a in summary["accountants"])),
         ("population", str(summary["population"])),
         ("steps", str(summary["steps"])),
         ("noise multiplier", ", ".join(f"{z:.4g}" for z in zs)),
-        ("sampling rate q", ", ".join(f"{q:.6g}" for q in qs)),
+        *_sampling_facts(summary["entries"], summary["unit"]),
         ("delta", f"{summary['delta']:g}"),
     ]
     facts += [("note", n) for n in summary["notes"]]
@@ -204,7 +224,7 @@ def report_run(
     run_dir: str | os.PathLike[str],
     *,
     delta: float | None = None,
-    accountants: Sequence[AccountantName] = ACCOUNTANTS,
+    accountants: Sequence[AccountantName] | None = None,
 ) -> dict[str, Path]:
     """Write the privacy report files of a run into ``run_dir``; returns ``{kind: path}``.
 
@@ -226,8 +246,15 @@ def write_run_report(summary: dict[str, Any]) -> dict[str, Path]:
 
 
 def _sampling_assumption(ledger: PrivacyLedger) -> str:
-    who = "client joins each round" if ledger.unit == "client" else "example joins each step"
-    text = f"Poisson subsampling: each {who} independently with the recorded probability q"
+    """How the ledger's units were drawn and what the accounting assumes about it, in one sentence."""
+    who = "client" if ledger.unit == "client" else "example"
+    per = "round" if ledger.unit == "client" else "step"
+    if ledger.release_sampling == "fixed-size":
+        return (
+            f"fixed-size sampling without replacement: exactly m of the N {who}s in each {per} (recorded per "
+            "entry), accounted as such"
+        )
+    text = f"Poisson subsampling: each {who} joins each {per} independently with the recorded probability q"
     if ledger.sampling != "poisson":
         text += (
             f". The run drew {'clients' if ledger.unit == 'client' else 'batches'} by {ledger.sampling} "
@@ -235,6 +262,26 @@ def _sampling_assumption(ledger: PrivacyLedger) -> str:
             "a proven bound for that sampling (Chua et al. 2024, https://arxiv.org/abs/2403.17673)"
         )
     return text
+
+
+def _bound(ledger: PrivacyLedger) -> str:
+    """The bound the epsilon comes from: mechanism, sampling, adjacency and source."""
+    if ledger.release_sampling == "fixed-size":
+        return sampling_bound("fixed-size", ledger.unit)
+    return sampling_bound("poisson", ledger.unit)
+
+
+def _sampling_facts(entries: list[dict[str, Any]], unit: str) -> list[tuple[str, str]]:
+    samplings = [e["sampling"] for e in entries]
+    qs = sorted({s["rate"] for s in samplings if s["kind"] == "poisson"})
+    fixed = sorted({(s["size"], s["population"]) for s in samplings if s["kind"] == "fixed-size"})
+    facts = []
+    if qs:
+        facts.append(("sampling rate q", ", ".join(f"{q:.6g}" for q in qs)))
+    if fixed:
+        per = "round" if unit == "client" else "step"
+        facts.append((f"{unit}s per {per}", ", ".join(f"{m} of {n}" for m, n in fixed)))
+    return facts
 
 
 def _accuracy(path: Path) -> dict[int, float]:

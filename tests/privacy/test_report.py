@@ -6,10 +6,12 @@ import json
 import sys
 from pathlib import Path
 
+import dp_accounting
 import pytest
 
 from fedmodel.errors import ConfigError
 from fedmodel.privacy import budget_cli
+from fedmodel.privacy.accounting import AccountingError, FixedSizeSampling
 from fedmodel.privacy.ledger import PrivacyLedger
 from fedmodel.privacy.report import report_run
 
@@ -55,7 +57,7 @@ def test_report_run_writes_files_with_the_ledger_epsilon(tmp_path: Path) -> None
     val_accuracy = [0.55, 0.62, 0.68, 0.7, 0.72]  # preferred over training accuracy
     assert [p["accuracy"] for p in summary["curve"]] == val_accuracy
     md = written["markdown"].read_text()
-    for needle in ("unit of privacy**: example", "add-or-remove-one-example", "Poisson", "RdpAccountant"):
+    for needle in ("unit of privacy**: example", "add-or-remove-one-example", "Poisson", "RdpAccountant", "**bound**"):
         assert needle in md
     assert "PLDAccountant" in md
     assert f"{ledger.epsilon(accountant='rdp'):.4f}" in md and "privacy_epsilon.png" in md
@@ -76,6 +78,42 @@ def test_federated_run_with_rounds_accuracy(tmp_path: Path) -> None:
     assert "accuracy_plot" in written
     md = written["markdown"].read_text()
     assert "add-or-remove-one-client" in md and "fixed-size" in md and "| round |" in md
+    # Poisson entries in a ledger that says the run drew a fixed number: the caveat, not the fixed-size bound
+    assert "not a proven bound" in summary["sampling_assumption"] and "Poisson" in summary["bound"]
+
+
+def _budget_report(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    from fedmodel.cli import main
+
+    code = main(["budget", "report", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_fixed_size_run_reports_its_sampling_and_bound_and_no_pld(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ledger = PrivacyLedger(unit="client", population=200, delta=1e-5, sampling="fixed-size")
+    how = FixedSizeSampling(population=200, size=20)
+    for rnd in range(1, 9):
+        ledger.record_release(dp_accounting.GaussianDpEvent(1.5), how, epoch=rnd)
+    ledger.save(tmp_path)
+    written = report_run(tmp_path)  # every accountant that applies: RDP only
+    summary = json.loads(written["json"].read_text())
+    assert summary["accountants"] == ["rdp"] and list(summary["epsilon"]) == ["rdp"]
+    assert summary["epsilon"]["rdp"] == ledger.epsilon() and summary["adjacency"].startswith("replace-one-client")
+    assert "without replacement" in summary["sampling_assumption"] and "Wang et al. 2019" in summary["bound"]
+    assert all(set(p["epsilon"]) == {"rdp"} for p in summary["curve"])
+    md = written["markdown"].read_text()
+    assert "replace-one-client" in md and "20 of 200" in md and "epsilon (pld)" not in md and "PLDAccountant" not in md
+    assert written["epsilon_plot"].read_bytes().startswith(PNG_MAGIC)
+    with pytest.raises(AccountingError, match="pld does not support fixed-size sampling; use rdp"):
+        report_run(tmp_path, accountants=("pld",))
+    code, out, err = _budget_report([str(tmp_path), "--accountant", "pld"], capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith("fedmodel: error: pld does not support fixed-size sampling; use rdp")
+    code, out, err = _budget_report([str(tmp_path), "--format", "json"], capsys)
+    assert code == 0 and list(json.loads(out)["epsilon"]) == ["rdp"]
 
 
 def test_run_without_accuracy_has_no_accuracy_plot(tmp_path: Path) -> None:
