@@ -158,9 +158,14 @@ def cmd_simulate(args: argparse.Namespace, *, base: dict[str, Any] | None = None
         from fedmodel.federated.report import rounds_table
 
         print(rounds_table(record["rounds"], markdown=False))
-        if record.get("privacy"):
-            eps = record["privacy"]["epsilon"]
-            print(f"client-level DP: epsilon {_show(eps)} at delta {config.delta} (unit: one client)")
+        privacy = record.get("privacy") or {}
+        if privacy.get("epsilon"):
+            print(f"client-level DP: epsilon {_show(privacy['epsilon'])} at delta {config.delta} (unit: one client)")
+        if privacy.get("local_dp"):
+            worst = privacy["local_dp"]["epsilon_max_over_clients"]
+            print(f"local DP-SGD: largest client epsilon {worst} at delta {config.delta} (unit: one example)")
+        if not config.dp_outputs_only and config.client_dp:
+            print("diagnostics.json holds values computed on client data without noise (not covered by epsilon)")
         print(f"report: {config.run_dir}/report.md")
     return 0
 

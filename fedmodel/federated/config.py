@@ -17,6 +17,7 @@ from fedmodel.errors import ConfigError
 StrategyName = Literal["fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad", "fedmedian", "fedtrimmedavg", "krum"]
 PartitionName = Literal["iid", "dirichlet", "shards", "quantity", "natural"]
 ClientOptimizer = Literal["sgd", "momentum", "adam"]
+ClientSamplingName = Literal["poisson", "fixed-size"]
 STRATEGIES: tuple[str, ...] = get_args(StrategyName)
 # Strategies whose aggregate is a (weighted) mean, which client-level DP's clipped noisy sum replaces.
 DP_COMPATIBLE: tuple[str, ...] = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad")
@@ -29,7 +30,8 @@ class FederatedConfig:
     Attributes
     ----------
     num_clients, clients_per_round, rounds:
-        Population, clients sampled per round (Flower samples this many without replacement), rounds.
+        Population, clients per round, rounds. Without client-level DP Flower samples exactly
+        ``clients_per_round``; with it, see ``client_sampling``.
     partition, alpha, shards_per_client:
         How the training set is split among clients (see :mod:`fedmodel.data.partition`).
     local_epochs, local_batch_size, client_optimizer, client_lr:
@@ -42,8 +44,17 @@ class FederatedConfig:
         and the sum gets Gaussian noise with std ``dp_noise * dp_clip``. With ``dp_adaptive`` the clip
         follows the ``dp_target_quantile`` of update norms (Andrew et al. 2021). ``target_epsilon`` stops
         the run before the round that would exceed it.
+    client_sampling:
+        With client-level DP: ``poisson`` (each client joins each round with probability
+        ``q = clients_per_round / num_clients``; accounted exactly) or ``fixed-size`` (exactly
+        ``clients_per_round``; accounted with the sampling-without-replacement RDP bound under
+        replace-one-client adjacency). Drawn from OS entropy, never from ``seed``.
     local_dp_noise, local_dp_clip:
         Example-level DP-SGD on each client (local DP), reported per client.
+    dp_outputs_only:
+        Write and print only what the privacy ledger covers (model weights, ledger, noised aggregates,
+        server-side test metrics); skip federated evaluation and every diagnostic computed on the
+        clients' data without noise (``diagnostics.json``).
     """
 
     model: str = "cnn"
@@ -72,9 +83,11 @@ class FederatedConfig:
     dp_clip_lr: float = 0.2
     target_epsilon: float | None = None
     delta: float = 1e-5
+    client_sampling: ClientSamplingName = "poisson"
     local_dp_noise: float | None = None
     local_dp_clip: float = 1.0
     fraction_evaluate: float = 0.5
+    dp_outputs_only: bool = False
     seed: int = 0
     max_examples: int | None = None
     seq_len: int = 80
@@ -122,6 +135,7 @@ class FederatedConfig:
             ("strategy", STRATEGIES),
             ("partition", get_args(PartitionName)),
             ("client_optimizer", get_args(ClientOptimizer)),
+            ("client_sampling", get_args(ClientSamplingName)),
         ):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{_key(name)} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
@@ -130,6 +144,9 @@ class FederatedConfig:
                 f"client-level DP replaces the mean of updates; strategy {self.strategy!r} is not a mean "
                 f"(use one of {', '.join(DP_COMPATIBLE)})"
             )
+        for name in ("dp_adaptive", "dp_outputs_only"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{_key(name)} must be true or false, got {getattr(self, name)!r}")
         object.__setattr__(self, "hparams", dict(self.hparams))
 
     @property
@@ -141,6 +158,11 @@ class FederatedConfig:
     def failing_partitions(self) -> frozenset[int]:
         """Fault injection for tests and drills: partitions whose client raises (``fail-partitions = "0,3"``)."""
         return frozenset(int(p) for p in str(self.fail_partitions).split(",") if p.strip())
+
+    @property
+    def federated_evaluation(self) -> bool:
+        """Whether clients evaluate the global model on their own data (a diagnostic, not DP-covered)."""
+        return self.fraction_evaluate > 0 and not self.dp_outputs_only
 
     def without_local_dp(self) -> FederatedConfig:
         """The same experiment without client-side DP-SGD (for evaluation models)."""

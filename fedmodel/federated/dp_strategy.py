@@ -1,16 +1,24 @@
 """A Flower strategy wrapper that makes any mean-based strategy client-level DP.
 
 Composition, as Flower's own DP wrappers do: ``ClientLevelDP(FedAdam(...), config)``. The wrapper
-replaces the mean of the replies with :func:`~fedmodel.federated.client_dp.noisy_clipped_mean` and hands
-the inner strategy a single synthetic reply carrying ``w + noisy mean update``, so FedAvg takes it as is
-and FedAdam/FedYogi/FedAdagrad apply their server optimizer to it. Each call to ``aggregate_train`` is one
-noisy release; :attr:`last_release` describes it for the ledger.
+
+1. samples the round's clients itself, as the accountant assumes (:mod:`.client_sampling`), from an
+   OS-entropy generator, and shows the inner strategy only those nodes;
+2. replaces the mean of the replies with :func:`~fedmodel.federated.client_dp.release_round` (clip, sum,
+   noise once, divide by the expected clients per round), and hands the inner strategy a single synthetic
+   reply carrying ``w + noisy mean update``, so FedAvg takes it as is and FedAdam/FedYogi/FedAdagrad apply
+   their server optimizer to it.
+
+Each call to ``aggregate_train`` is one noisy release; :attr:`last_release` holds its event and sampling
+for the ledger, and no per-client value. The generator is never saved: a restarted server draws fresh
+randomness (:meth:`state` / :meth:`restore` carry only the adaptive clip).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -18,27 +26,57 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
-from fedmodel.federated.client_dp import ClientDPConfig, RoundRelease, next_clip, noisy_clipped_mean
+from fedmodel.federated.client_dp import ClientDPConfig, RoundRelease, release_round
+from fedmodel.federated.client_sampling import SampledGrid, sample_clients, wait_for_nodes
 from fedmodel.federated.weights import delta, same_shapes
+from fedmodel.privacy import randomness
 
 
 class ClientLevelDP(Strategy):
-    """Clip each client's update, noise the sum once, divide by the expected clients per round."""
+    """Sample clients as the accountant assumes; clip each update, noise the sum once, divide by ``m``."""
 
-    def __init__(self, strategy: Strategy, config: ClientDPConfig, *, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        strategy: Strategy,
+        config: ClientDPConfig,
+        *,
+        rng: np.random.Generator | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
         self.strategy = strategy
         self.config = config
-        self.clip = config.clip
-        self.rng = np.random.default_rng(seed)
+        self.clip = config.mechanism.clip
+        self._rng = rng if rng is not None else randomness.numpy_rng()
+        self._log = log
         self.current: ArrayRecord | None = None
         self.last_release: RoundRelease | None = None
+        self.last_sampled = 0
         self.rejected = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        raise TypeError("ClientLevelDP holds a secret noise generator and is never pickled; use state()")
+
+    def state(self) -> dict[str, float]:
+        """What a restarted server needs (JSON-ready): the current clip."""
+        return {"clip": float(self.clip)}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        clip = state.get("clip")
+        if not isinstance(clip, int | float) or not clip > 0:
+            raise ValueError(f"checkpointed clip must be a number > 0, got {clip!r}")
+        self.clip = float(clip)
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         self.current = arrays
-        return self.strategy.configure_train(server_round, arrays, config, grid)
+        available = wait_for_nodes(grid, self.config.num_clients, log=self._log)
+        chosen = sample_clients(available, self.config.sampling, rng=self._rng)
+        self.last_sampled = len(chosen)
+        if not chosen:
+            return []
+        view: Any = SampledGrid(grid, chosen)
+        return self.strategy.configure_train(server_round, arrays, config, view)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -57,11 +95,11 @@ class ClientLevelDP(Strategy):
                 continue
             updates.append(delta(arrays, current))
             contents.append(reply.content)
-        release = noisy_clipped_mean(
-            updates, config=self.config, clip_norm=self.clip, shapes=[a.shape for a in current], rng=self.rng
+        release = release_round(
+            updates, config=self.config, clip=self.clip, shapes=[a.shape for a in current], rng=self._rng
         )
         self.last_release = release
-        self.clip = next_clip(self.clip, release.norms, config=self.config, rng=self.rng)
+        self.clip = release.next_clip
         proposed = [(c + u).astype(c.dtype) for c, u in zip(current, release.mean_update, strict=True)]
         synthetic = Message(
             RecordDict(

@@ -1,7 +1,11 @@
 """The report of a federated run: a per-round table (Markdown + JSON) and PNG plots.
 
-Plots: accuracy and loss of the global model on the server's test set per round (and federated
-evaluation accuracy when the clients evaluated), and epsilon per round for client-level DP runs.
+Two tables, kept apart as the run directory keeps them: what the privacy ledger covers (``run.json``:
+server-side test metrics of the released model, epsilon, clip, clients sampled) and the diagnostics
+computed on the clients' data without noise (``diagnostics.json``), headed as not covered.
+
+Plots: accuracy of the global model on the server's test set per round (and federated evaluation
+accuracy, marked "not DP", when the clients evaluated), and epsilon per round for client-level DP runs.
 """
 
 from __future__ import annotations
@@ -14,7 +18,11 @@ from typing import Any
 from fedmodel.errors import ConfigError
 from fedmodel.privacy.ledger import LEDGER_FILE
 
-COLUMNS = ("round", "loss", "accuracy", "fed_accuracy", "epsilon", "clip", "replies", "failures", "seconds")
+COLUMNS = ("round", "loss", "accuracy", "epsilon", "clip", "sampled")
+DIAGNOSTIC_COLUMNS = (
+    "round", "replies", "failures", "rejected", "train_loss", "train_accuracy", "fed_loss", "fed_accuracy",
+    "clipped", "local_epsilon_max", "seconds",
+)  # fmt: skip
 
 
 def _cell(value: Any) -> str:
@@ -23,9 +31,9 @@ def _cell(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def rounds_table(rows: list[dict[str, Any]], *, markdown: bool) -> str:
+def rounds_table(rows: list[dict[str, Any]], *, markdown: bool, columns: tuple[str, ...] = COLUMNS) -> str:
     """The per-round table, Markdown or plain text, with the columns that this run has."""
-    columns = [c for c in COLUMNS if any(c in r for r in rows)]
+    columns = tuple(c for c in columns if any(c in r for r in rows))
     cells = [[_cell(r.get(c)) for c in columns] for r in rows]
     if markdown:
         lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
@@ -59,23 +67,38 @@ def write_report(run_dir: str | Path) -> list[Path]:
     privacy = record.get("privacy")
     if privacy:
         eps = ", ".join(f"{v:.4f} ({k})" for k, v in privacy.get("epsilon", {}).items())
-        lines += [
-            f"- client-level DP: epsilon {eps} at delta {privacy['delta']} after {privacy['rounds']} rounds; "
-            f"unit: one client; q = {privacy['sampling_rate']:.4g}; sampling: {privacy['sampling']}",
-        ]
+        if "rounds" in privacy:
+            lines += [
+                f"- client-level DP: epsilon {eps} at delta {privacy['delta']} after {privacy['rounds']} rounds; "
+                f"unit: one client ({privacy.get('adjacency')}); client sampling {privacy.get('bound')}",
+            ]
+        local = privacy.get("local_dp")
+        if local:
+            lines.append(
+                f"- local DP-SGD on each client: largest client epsilon {local.get('epsilon_max_over_clients')} "
+                f"at delta {local.get('delta')} (unit: one example of that client)"
+            )
     if record.get("stop_reason"):
         lines.append(f"- {record['stop_reason']}")
-    lines += ["", rounds_table(rows, markdown=True), ""]
+    lines += ["", "## Released under the privacy ledger" if privacy else "## Rounds", ""]
+    lines += [rounds_table(rows, markdown=True), ""]
+    diagnostics = _diagnostics(run)
+    if diagnostics:
+        lines += ["## Diagnostics: NOT covered by epsilon", "", str(diagnostics.get("note", "")), ""]
+        lines += [rounds_table(diagnostics["rounds"], markdown=True, columns=DIAGNOSTIC_COLUMNS), ""]
+    elif record.get("outputs", {}).get("dp_outputs_only"):
+        lines += ["Run with dp-outputs-only: no diagnostics on the clients' data were computed or written.", ""]
     written.append(_atomic_text(run / "report.md", "\n".join(lines)))
     written.append(
         _atomic_text(run / "report.json", json.dumps({"config": config, "rounds": rows, "privacy": privacy}, indent=2))
     )
     if rows:
+        merged = [{**d, **r} for r, d in zip(rows, _aligned(rows, diagnostics), strict=True)]
         written.append(
             _plot(
                 run / "accuracy.png",
-                rows,
-                [("accuracy", "test accuracy (server)"), ("fed_accuracy", "federated evaluation")],
+                merged,
+                [("accuracy", "test accuracy (server)"), ("fed_accuracy", "federated evaluation (not DP)")],
                 "accuracy",
             )
         )
@@ -93,6 +116,19 @@ def write_report(run_dir: str | Path) -> list[Path]:
 
         written += list(report_run(run).values())
     return written
+
+
+def _diagnostics(run: Path) -> dict[str, Any] | None:
+    path = run / "diagnostics.json"
+    if not path.is_file():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data if data.get("rounds") else None
+
+
+def _aligned(rows: list[dict[str, Any]], diagnostics: dict[str, Any] | None) -> list[dict[str, Any]]:
+    by_round = {d["round"]: d for d in (diagnostics or {}).get("rounds", [])}
+    return [by_round.get(r["round"], {}) for r in rows]
 
 
 def _atomic_text(path: Path, text: str) -> Path:

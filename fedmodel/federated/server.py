@@ -8,15 +8,21 @@ Each round:
 4. the strategy aggregates (for client-level DP: clip, noise, divide; the ledger records the round);
 5. the new global model is evaluated on the server's held-out test set, then on the clients (federated
    evaluation, weighted by example count);
-6. a checkpoint (weights, strategy state with any server-optimizer moments, ledger, history) is written,
-   so a restarted server resumes at the next round.
+6. a checkpoint (weights, server-optimizer moments, adaptive clip, ledger, history; see
+   :mod:`.checkpoint`) is written, so a restarted server resumes at the next round.
+
+What the run writes is split by what the privacy ledger covers (``docs/privacy.md`` lists every output):
+``run.json`` holds the configuration and the DP-covered outputs (per round: server-side test loss and
+accuracy of the released model, epsilon, the clip, how many clients were sampled);
+``diagnostics.json`` holds what was computed on the clients' data without noise (client training
+metrics, federated evaluation, replies and failures, local epsilons, clipped counts) and says so. With
+``dp-outputs-only`` the diagnostics are neither computed on the server nor written nor printed.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import pickle
 import sys
 import time
 from collections.abc import Iterable
@@ -29,28 +35,38 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedmodel.errors import ConfigError
+from fedmodel.federated import checkpoint
 from fedmodel.federated.config import FederatedConfig
 from fedmodel.federated.dp_strategy import ClientLevelDP
 from fedmodel.federated.local import TrainerKey, trainer_for
 from fedmodel.federated.shards import dataset_for
 from fedmodel.federated.strategies import make_strategy
 from fedmodel.federated.weights import same_shapes
-from fedmodel.privacy.accounting import ACCOUNTANTS
+from fedmodel.privacy.accounting import AccountantName
 from fedmodel.privacy.ledger import PrivacyLedger, remaining_steps
 from fedmodel.rundir import versions, write_json
 
-CHECKPOINT = "checkpoint.pkl"
+DIAGNOSTICS = "diagnostics.json"
+#: Enforces target-epsilon and labels per-round epsilon: RDP, the one accountant that also bounds fixed-size sampling.
+BUDGET_ACCOUNTANT: AccountantName = "rdp"
+LOCAL_EPSILON = "local-epsilon"
+#: Per-round values computed on the clients' data without noise (never in run.json).
+DIAGNOSTIC_NOTE = (
+    "Computed on the clients' private data WITHOUT noise: not covered by the privacy ledger or its epsilon. "
+    "Do not publish these beside a DP model; run with dp-outputs-only = true to not produce them."
+)
 
 
 @dataclasses.dataclass
 class ServerState:
-    """Everything a restarted server needs to continue."""
+    """Everything a restarted server needs to continue (saved by :mod:`.checkpoint`, never pickled)."""
 
     round: int
     weights: list[np.ndarray]
     strategy: Strategy
     ledger: PrivacyLedger | None
     history: list[dict[str, Any]]
+    diagnostics: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     rejected_replies: int = 0
     stop_reason: str | None = None
     final_metrics: dict[str, Any] | None = None
@@ -88,59 +104,91 @@ def audit_replies(
     return kept, rejected
 
 
-def _z_effective(strategy: Strategy) -> float | None:
-    return strategy.config.effective_noise_multiplier if isinstance(strategy, ClientLevelDP) else None
+def sampling_description(config: FederatedConfig) -> str:
+    """How clients were drawn and which bound the ledger uses, in one line (for run.json and reports)."""
+    if config.client_sampling == "fixed-size":
+        return (
+            f"fixed-size: exactly {config.clients_per_round} of {config.num_clients} clients per round, uniformly "
+            "without replacement; bound: RDP of sampling without replacement (Wang et al. 2019) under "
+            "replace-one-client adjacency (sensitivity 2 x clip)"
+        )
+    return (
+        f"poisson: each client joins each round independently with probability q = {config.sampling_rate:.6g}; "
+        "bound: Poisson-subsampled Gaussian under add-or-remove-one-client adjacency"
+    )
 
 
-def new_state(config: FederatedConfig, initial: list[np.ndarray]) -> ServerState:
-    strategy = make_strategy(config)
+def new_state(
+    config: FederatedConfig, initial: list[np.ndarray], *, rng: np.random.Generator | None = None
+) -> ServerState:
+    """A fresh run's state (``rng`` replaces the DP wrapper's OS-entropy generator: tests only)."""
+    strategy = make_strategy(config, rng=rng)
     ledger = None
     if config.client_dp:
         ledger = PrivacyLedger(
             unit="client",
             population=config.num_clients,
-            sampling="fixed-size",
+            sampling=config.client_sampling,
             delta=config.delta,
             notes=[
-                f"clip {config.dp_clip}" + (" (adaptive)" if config.dp_adaptive else ""),
-                f"noise_multiplier {config.dp_noise}",
-                f"{config.clients_per_round} of {config.num_clients} clients per round (Flower samples a fixed "
-                "number; the accounting assumes Poisson sampling at q = clients_per_round / clients)",
+                f"dp-clip {config.dp_clip}" + (" (adaptive)" if config.dp_adaptive else ""),
+                f"dp-noise {config.dp_noise}",
+                f"client sampling {sampling_description(config)}",
             ],
         )
     return ServerState(round=0, weights=initial, strategy=strategy, ledger=ledger, history=[])
 
 
-def load_checkpoint(run_dir: Path) -> ServerState | None:
-    path = run_dir / CHECKPOINT
-    if not path.is_file():
+def load_state(run_dir: Path, config: FederatedConfig) -> ServerState | None:
+    """The state saved after the last finished round, with a fresh strategy (fresh randomness)."""
+    saved = checkpoint.load(run_dir)
+    if saved is None:
         return None
-    with path.open("rb") as f:
-        state: ServerState = pickle.load(f)
+    document, weights, strategy_arrays = saved
+    state = new_state(config, weights)
+    checkpoint.restore_strategy_arrays(state.strategy, strategy_arrays)
+    if isinstance(state.strategy, ClientLevelDP) and document.get("dp"):
+        state.strategy.restore(document["dp"])
+    if document.get("ledger") is not None:
+        state.ledger = PrivacyLedger.from_dict(document["ledger"])
+    state.round = int(document["round"])
+    state.history = list(document.get("history", []))
+    state.diagnostics = list(document.get("diagnostics", []))
+    state.rejected_replies = int(document.get("rejected_replies", 0))
+    state.seen = {k: set(v) for k, v in document.get("seen", {"records": [], "metrics": []}).items()}
     return state
 
 
-def save_checkpoint(run_dir: Path, state: ServerState) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / f".{CHECKPOINT}.tmp"
-    with tmp.open("wb") as f:
-        pickle.dump(state, f)
-    tmp.replace(run_dir / CHECKPOINT)
+def save_state(run_dir: Path, state: ServerState) -> None:
+    checkpoint.save(
+        run_dir,
+        round_=state.round,
+        weights=state.weights,
+        strategy=state.strategy,
+        ledger=state.ledger,
+        document={
+            "history": state.history,
+            "diagnostics": state.diagnostics,
+            "rejected_replies": state.rejected_replies,
+            "seen": {k: sorted(v) for k, v in state.seen.items()},
+        },
+    )
     if state.ledger is not None:
         state.ledger.save(run_dir)
 
 
 def _budget_allows(config: FederatedConfig, state: ServerState) -> bool:
-    z = _z_effective(state.strategy)
-    if state.ledger is None or config.target_epsilon is None or z is None:
+    strategy = state.strategy
+    if state.ledger is None or config.target_epsilon is None or not isinstance(strategy, ClientLevelDP):
         return True
     return (
         remaining_steps(
             state.ledger,
-            noise_multiplier=z,
-            sampling_rate=config.sampling_rate,
+            event=strategy.config.round_event(),
+            sampling=strategy.config.sampling,
             delta=config.delta,
             target_epsilon=config.target_epsilon,
+            accountant=BUDGET_ACCOUNTANT,
         )
         >= 1
     )
@@ -150,12 +198,33 @@ def _scalar(value: object) -> float:
     return float(value) if isinstance(value, int | float) else float("nan")
 
 
-def _fmt(row: dict[str, Any]) -> str:
+def local_epsilons(replies: Iterable[Message]) -> list[float]:
+    """Each replying client's own example-level epsilon (local DP-SGD), as it reported it."""
+    out = []
+    for reply in replies:
+        if reply.has_error():
+            continue
+        for record in reply.content.metric_records.values():
+            value = record.get(LOCAL_EPSILON)
+            if isinstance(value, int | float):
+                out.append(float(value))
+    return out
+
+
+def _fmt(row: dict[str, Any], diagnostics: dict[str, Any] | None) -> str:
     parts = [f"round {row['round']:>3}"]
-    for key in ("loss", "accuracy", "fed_accuracy", "epsilon", "replies", "seconds"):
+    for key in ("loss", "accuracy", "epsilon", "sampled"):
         value = row.get(key)
         if value is not None:
             parts.append(f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}")
+    if diagnostics:
+        extra = [
+            f"{key} {diagnostics[key]:.4f}" if isinstance(diagnostics[key], float) else f"{key} {diagnostics[key]}"
+            for key in ("fed_accuracy", "replies", "failures", "seconds")
+            if diagnostics.get(key) is not None
+        ]
+        if extra:
+            parts.append("| not DP: " + "  ".join(extra))
     return "  ".join(parts)
 
 
@@ -178,16 +247,19 @@ def run_server(
             proximal_mu=0.0,
         )
     )
-    state = load_checkpoint(run_dir)
+    state = load_state(run_dir, config)
     if state is None:
         state = new_state(config, evaluator.model.get_weights())
     elif state.round >= config.rounds:
         print(f"run in {run_dir} already finished {state.round} rounds", file=out)
         return state
     else:
-        print(f"resuming {run_dir} after round {state.round}", file=out)
+        print(f"resuming {run_dir} after round {state.round} (fresh noise and sampling randomness)", file=out)
+    if isinstance(state.strategy, ClientLevelDP):
+        state.strategy._log = lambda text: print(text, file=out, flush=True)
     reference = [np.asarray(w) for w in state.weights]
     arrays = ArrayRecord(state.weights)
+    keep_diagnostics = not config.dp_outputs_only
     for rnd in range(state.round + 1, config.rounds + 1):
         if not _budget_allows(config, state):  # 1.
             state.stop_reason = (
@@ -197,68 +269,127 @@ def run_server(
             print(state.stop_reason, file=out)
             break
         start = time.perf_counter()
-        messages = state.strategy.configure_train(rnd, arrays, ConfigRecord(), grid)  # 2.
-        received = grid.send_and_receive(messages, timeout=timeout)
+        messages = list(state.strategy.configure_train(rnd, arrays, ConfigRecord(), grid))  # 2.
+        sampled = state.strategy.last_sampled if isinstance(state.strategy, ClientLevelDP) else len(messages)
+        received = list(grid.send_and_receive(messages, timeout=timeout)) if messages else []
         replies, rejected = audit_replies(received, reference, state.seen)  # 3.
         state.rejected_replies += rejected
         aggregated, train_metrics = state.strategy.aggregate_train(rnd, replies)  # 4.
-        z = _z_effective(state.strategy)
-        if state.ledger is not None and z is not None:
-            state.ledger.record(noise_multiplier=z, sampling_rate=config.sampling_rate, epoch=rnd)
+        row: dict[str, Any] = {"round": rnd}
+        if state.ledger is not None and isinstance(state.strategy, ClientLevelDP):
+            release = state.strategy.last_release
+            assert release is not None  # aggregate_train always releases
+            state.ledger.record_release(release.event, release.sampling, epoch=rnd)
         if aggregated is not None:
             arrays = aggregated
         weights = arrays.to_numpy_ndarrays()
         central = evaluator.evaluate(weights, data.x_test, data.y_test, task=data.info.task, detailed=False)  # 5.
-        fed = None
-        if config.fraction_evaluate > 0:
-            eval_messages = state.strategy.configure_evaluate(rnd, arrays, ConfigRecord(), grid)
-            fed = state.strategy.aggregate_evaluate(rnd, grid.send_and_receive(eval_messages, timeout=timeout))
-        row: dict[str, Any] = {
-            "round": rnd,
-            "loss": central["loss"],
-            "accuracy": central["accuracy"],
-            "replies": sum(1 for r in replies if not r.has_error()),
-            "failures": sum(1 for r in replies if r.has_error()),
-            "rejected": rejected,
-            "seconds": time.perf_counter() - start,
-        }
-        if fed is not None:
-            row["fed_accuracy"] = _scalar(fed.get("eval_accuracy"))
-            row["fed_loss"] = _scalar(fed.get("eval_loss"))
-        if train_metrics is not None:
-            row.update({k: float(v) for k, v in train_metrics.items() if isinstance(v, int | float)})
+        row.update({"loss": central["loss"], "accuracy": central["accuracy"], "sampled": sampled})
         if state.ledger is not None:
-            row["epsilon"] = state.ledger.epsilon(config.delta, "rdp")
-            if isinstance(state.strategy, ClientLevelDP):
-                row["clip"] = state.strategy.clip
+            row["epsilon"] = state.ledger.epsilon(config.delta, BUDGET_ACCOUNTANT)
+            if isinstance(state.strategy, ClientLevelDP) and state.strategy.last_release is not None:
+                row["clip"] = state.strategy.last_release.clip
+        diag: dict[str, Any] | None = None
+        if keep_diagnostics:
+            diag = round_diagnostics(rnd, replies, rejected, train_metrics, state.strategy)
+            if config.federated_evaluation:
+                eval_messages = state.strategy.configure_evaluate(rnd, arrays, ConfigRecord(), grid)
+                fed = state.strategy.aggregate_evaluate(rnd, grid.send_and_receive(eval_messages, timeout=timeout))
+                if fed is not None:
+                    diag["fed_accuracy"] = _scalar(fed.get("eval_accuracy"))
+                    diag["fed_loss"] = _scalar(fed.get("eval_loss"))
+            diag["seconds"] = time.perf_counter() - start
+            state.diagnostics.append(diag)
         state.history.append(row)
         state.round, state.weights = rnd, weights
-        save_checkpoint(run_dir, state)  # 6.
+        save_state(run_dir, state)  # 6.
         write_summary(run_dir, config, state, final=False)
-        print(_fmt(row), file=out, flush=True)
+        print(_fmt(row, diag), file=out, flush=True)
     state.final_metrics = evaluator.evaluate(state.weights, data.x_test, data.y_test, task=data.info.task)
     write_summary(run_dir, config, state)
     return state
 
 
+def round_diagnostics(
+    rnd: int, replies: list[Message], rejected: int, train_metrics: Any, strategy: Strategy
+) -> dict[str, Any]:
+    """One round's values computed on the clients' data without noise (diagnostics.json)."""
+    diag: dict[str, Any] = {
+        "round": rnd,
+        "replies": sum(1 for r in replies if not r.has_error()),
+        "failures": sum(1 for r in replies if r.has_error()),
+        "rejected": rejected,
+    }
+    if train_metrics is not None:
+        diag.update(
+            {k: float(v) for k, v in train_metrics.items() if isinstance(v, int | float) and k != LOCAL_EPSILON}
+        )
+    eps = local_epsilons(replies)
+    if eps:
+        diag["local_epsilon_max"] = max(eps)
+        diag["local_epsilon_min"] = min(eps)
+    if isinstance(strategy, ClientLevelDP) and strategy.last_release is not None:
+        diag["clipped"] = strategy.last_release.clipped
+    return diag
+
+
+def privacy_record(config: FederatedConfig, state: ServerState) -> dict[str, Any] | None:
+    """The ``privacy`` section of run.json: what the ledger says (client-level DP) and local DP's worst client."""
+    out: dict[str, Any] = {}
+    if state.ledger is not None:
+        ledger = state.ledger
+        event = state.strategy.config.round_event() if isinstance(state.strategy, ClientLevelDP) else None
+        out.update(
+            {
+                "unit": "client",
+                "adjacency": ledger.adjacency,
+                "epsilon": {a: ledger.epsilon(config.delta, a) for a in ledger.accountants} if ledger.steps else {},
+                "delta": config.delta,
+                "noise_multiplier": config.dp_noise,
+                "effective_noise_multiplier": event.noise_multiplier if event is not None else None,
+                "sampling_rate": config.sampling_rate,
+                "rounds": ledger.steps,
+                "sampling": config.client_sampling,
+                "bound": sampling_description(config),
+                "stopped_by_budget": state.stop_reason is not None,
+            }
+        )
+    if config.local_dp_noise is not None:
+        worst = [d["local_epsilon_max"] for d in state.diagnostics if "local_epsilon_max" in d]
+        out["local_dp"] = {
+            "unit": "example (on each client)",
+            "noise_multiplier": config.local_dp_noise,
+            "clip": config.local_dp_clip,
+            "delta": config.delta,
+            "epsilon_max_over_clients": max(worst) if worst else None,
+            "note": "the largest epsilon any client reported (its own ledger, RDP); not a mean",
+        }
+    return out or None
+
+
+def outputs_record(config: FederatedConfig) -> dict[str, Any]:
+    """Which outputs of the run directory epsilon covers (see docs/privacy.md)."""
+    covered = [
+        "weights.npz",
+        "checkpoint/ (weights, server-optimizer moments, adaptive clip, ledger)",
+        "privacy_ledger.json",
+        "run.json rounds: server-side test loss/accuracy of the released model, epsilon, clip, clients sampled",
+        "run.json test_metrics (server's held-out test set)",
+    ]
+    if not config.client_dp and config.local_dp_noise is None:
+        covered = []
+    return {
+        "dp_outputs_only": config.dp_outputs_only,
+        "covered_by_epsilon": covered,
+        "not_covered": [] if config.dp_outputs_only else [f"{DIAGNOSTICS}: {DIAGNOSTIC_NOTE}"],
+    }
+
+
 def write_summary(run_dir: Path, config: FederatedConfig, state: ServerState, *, final: bool = True) -> None:
-    """``run.json`` (config, versions, rounds, privacy) and, at the end, the final model weights."""
+    """``run.json`` (config, versions, DP-covered rounds, privacy), ``diagnostics.json``, final weights."""
     run_dir.mkdir(parents=True, exist_ok=True)
     if final:  # during the run the checkpoint holds the weights
         np.savez(run_dir / "weights.npz", *state.weights)
-    privacy = None
-    if state.ledger is not None:
-        privacy = {
-            "unit": "client",
-            "epsilon": {a: state.ledger.epsilon(config.delta, a) for a in ACCOUNTANTS} if state.ledger.steps else {},
-            "delta": config.delta,
-            "noise_multiplier": config.dp_noise,
-            "effective_noise_multiplier": _z_effective(state.strategy),
-            "sampling_rate": config.sampling_rate,
-            "rounds": state.ledger.steps,
-            "sampling": "fixed-size (accounted as Poisson at the same q)",
-            "stopped_by_budget": state.stop_reason is not None,
-        }
     write_json(
         run_dir / "run.json",
         {
@@ -268,8 +399,8 @@ def write_summary(run_dir: Path, config: FederatedConfig, state: ServerState, *,
             "rounds": state.history,
             "final": state.history[-1] if state.history else None,
             "test_metrics": state.final_metrics,
-            "privacy": privacy,
-            "rejected_replies": state.rejected_replies,
+            "privacy": privacy_record(config, state),
+            "outputs": outputs_record(config),
             "reply_audit": {
                 "records": sorted(state.seen["records"]),
                 "metrics": sorted(state.seen["metrics"]),
@@ -279,6 +410,16 @@ def write_summary(run_dir: Path, config: FederatedConfig, state: ServerState, *,
             "versions": versions(),
         },
     )
+    if not config.dp_outputs_only:
+        write_json(
+            run_dir / DIAGNOSTICS,
+            {
+                "covered_by_privacy_ledger": False,
+                "note": DIAGNOSTIC_NOTE,
+                "rejected_replies": state.rejected_replies,
+                "rounds": state.diagnostics,
+            },
+        )
 
 
 def check_run_dir(run_dir: Path, config: FederatedConfig) -> None:

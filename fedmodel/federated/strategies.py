@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from flwr.serverapp.strategy import (
     FedAdagrad,
     FedAdam,
@@ -16,28 +17,42 @@ from flwr.serverapp.strategy import (
     Strategy,
 )
 
-from fedmodel.federated.client_dp import ClientDPConfig
+from fedmodel.federated.client_dp import client_dp_config
 from fedmodel.federated.config import FederatedConfig
 from fedmodel.federated.dp_strategy import ClientLevelDP
 
 
 def sampling(config: FederatedConfig) -> dict[str, Any]:
-    """Flower's node sampling: exactly ``clients_per_round`` for training."""
+    """Flower's node sampling: exactly ``clients_per_round`` for training.
+
+    With client-level DP the wrapper samples the clients itself (secure randomness, Poisson or
+    fixed-size): the inner strategy then takes every node it is shown.
+    """
     # Flower samples int(available * fraction); the half-client margin keeps float round-off from
     # turning 10 into 9.
     fraction = (config.clients_per_round + 0.5) / config.num_clients
     evaluate = max(1, round(config.num_clients * config.fraction_evaluate)) if config.fraction_evaluate else 0
+    train = (
+        {"fraction_train": 1.0, "min_train_nodes": 0, "min_available_nodes": 0}
+        if config.client_dp
+        else {
+            "fraction_train": min(1.0, fraction),
+            "min_train_nodes": config.clients_per_round,
+            "min_available_nodes": config.num_clients,
+        }
+    )
     return {
-        "fraction_train": min(1.0, fraction),
-        "min_train_nodes": config.clients_per_round,
+        **train,
         "fraction_evaluate": min(1.0, (evaluate + 0.5) / config.num_clients) if evaluate else 0.0,
         "min_evaluate_nodes": evaluate,
-        "min_available_nodes": config.num_clients,
     }
 
 
-def make_strategy(config: FederatedConfig) -> Strategy:
-    """The configured strategy; inside :class:`ClientLevelDP` when ``dp_noise`` is set."""
+def make_strategy(config: FederatedConfig, *, rng: np.random.Generator | None = None) -> Strategy:
+    """The configured strategy; inside :class:`ClientLevelDP` when ``dp_noise`` is set.
+
+    ``rng`` replaces the DP wrapper's OS-entropy generator (tests only: it makes the noise predictable).
+    """
     common = sampling(config)
     name = config.strategy
     strategy: Strategy
@@ -60,12 +75,14 @@ def make_strategy(config: FederatedConfig) -> Strategy:
     if not config.client_dp:
         return strategy
     assert config.dp_noise is not None
-    dp = ClientDPConfig(
+    dp = client_dp_config(
         noise_multiplier=config.dp_noise,
         clip=config.dp_clip,
-        expected_clients=config.clients_per_round,
+        num_clients=config.num_clients,
+        clients_per_round=config.clients_per_round,
+        sampling=config.client_sampling,
         adaptive=config.dp_adaptive,
         target_quantile=config.dp_target_quantile,
         clip_lr=config.dp_clip_lr,
     )
-    return ClientLevelDP(strategy, dp, seed=config.seed)
+    return ClientLevelDP(strategy, dp, rng=rng)

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import dp_accounting
+import dp_accounting.rdp
 import numpy as np
+import pytest
+from dp_accounting import GaussianDpEvent
+from dp_accounting.privacy_accountant import NeighboringRelation
 
 from fedmodel.federated.config import FederatedConfig
-from fedmodel.federated.server import _budget_allows, new_state
-from fedmodel.privacy.accounting import dp_event, epsilon
+from fedmodel.federated.dp_strategy import ClientLevelDP
+from fedmodel.federated.server import _budget_allows, new_state, privacy_record
+from fedmodel.privacy.accounting import PoissonSampling, dp_event, epsilon
 
 
 def test_budget_check_stops_before_the_round_that_would_exceed_the_target() -> None:
     config = FederatedConfig(num_clients=20, clients_per_round=10, dp_noise=1.0, target_epsilon=3.0, delta=1e-3)
     state = new_state(config, [np.zeros(3)])
-    assert state.ledger is not None and state.ledger.unit == "client" and state.ledger.sampling == "fixed-size"
+    assert state.ledger is not None and state.ledger.unit == "client" and state.ledger.sampling == "poisson"
     rounds = 0
     while _budget_allows(config, state):
-        state.ledger.record(noise_multiplier=1.0, sampling_rate=0.5, epoch=rounds + 1)
+        state.ledger.record_release(GaussianDpEvent(1.0), PoissonSampling(0.5), epoch=rounds + 1)
         rounds += 1
         assert rounds < 1000
 
@@ -30,3 +36,46 @@ def test_runs_without_client_dp_have_no_ledger_and_no_budget() -> None:
     state = new_state(FederatedConfig(num_clients=4, clients_per_round=2), [np.zeros(3)])
     assert state.ledger is None
     assert _budget_allows(FederatedConfig(num_clients=4, clients_per_round=2), state)
+
+
+def _one_release(config: FederatedConfig) -> list[np.ndarray]:
+    from collections import OrderedDict
+
+    from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
+
+    state = new_state(config, [np.zeros(1000, np.float32)])
+    assert isinstance(state.strategy, ClientLevelDP)
+    state.strategy.current = ArrayRecord([np.zeros(1000, np.float32)])
+    update = ArrayRecord(OrderedDict({"0": Array(np.full(1000, 0.01, np.float32))}))
+    reply = Message(RecordDict({"arrays": update, "metrics": MetricRecord({"num-examples": 5})}), dst_node_id=0,
+                    message_type="train")  # fmt: skip
+    aggregated, _ = state.strategy.aggregate_train(1, [reply])
+    assert aggregated is not None
+    return aggregated.to_numpy_ndarrays()
+
+
+def test_two_servers_with_the_same_seed_add_different_noise() -> None:
+    # The seed is in run.json: if it fixed the noise, an attacker could replay and subtract it.
+    config = FederatedConfig(num_clients=10, clients_per_round=5, dp_noise=1.0, seed=7)
+    first, second = _one_release(config), _one_release(config)
+    assert not np.allclose(first[0], second[0])
+    # The difference of two independent releases has std sqrt(2) z C / m (with C = 1, m = 5).
+    assert np.std(first[0] - second[0]) == pytest.approx(np.sqrt(2) * 1.0 / 5, rel=0.1)
+
+
+def test_fixed_size_rounds_are_accounted_with_the_without_replacement_bound() -> None:
+    config = FederatedConfig(num_clients=20, clients_per_round=5, dp_noise=1.0, client_sampling="fixed-size",
+                             target_epsilon=50.0, delta=1e-5)  # fmt: skip
+    state = new_state(config, [np.zeros(3)])
+    assert state.ledger is not None and isinstance(state.strategy, ClientLevelDP)
+    for rnd in range(1, 4):
+        state.ledger.record_release(state.strategy.config.round_event(), state.strategy.config.sampling, epoch=rnd)
+    assert state.ledger.accountants == ("rdp",) and "replace-one" in str(state.ledger.adjacency)
+    reference = dp_accounting.rdp.RdpAccountant(neighboring_relation=NeighboringRelation.REPLACE_ONE)
+    reference.compose(
+        dp_accounting.SelfComposedDpEvent(
+            dp_accounting.SampledWithoutReplacementDpEvent(20, 5, GaussianDpEvent(0.5)), 3
+        )
+    )  # replace-one: the clipped sum moves by up to 2C, so the Gaussian's multiplier is z / 2
+    assert state.ledger.epsilon(1e-5, "rdp") == pytest.approx(reference.get_epsilon(1e-5), rel=1e-9)
+    assert "without replacement" in str(privacy_record(config, state))

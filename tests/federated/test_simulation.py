@@ -45,12 +45,17 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, obje
 
 
 def test_accuracy_improves_and_a_failing_client_does_not_stop_the_run(runs: tuple) -> None:  # type: ignore[type-arg]
-    _, first, _ = runs
+    run_dir, first, _ = runs
     rounds = first["rounds"]
     assert [r["round"] for r in rounds] == [1, 2, 3]
     assert rounds[-1]["accuracy"] > rounds[0]["accuracy"] + 0.05
-    # Partition 4 always raises: whenever it is sampled the round goes on with the others.
-    assert sum(r["replies"] for r in rounds) + sum(r["failures"] for r in rounds) == 3 * 3
+    # Poisson client sampling: every sampled client either replied or failed (partition 4 always raises,
+    # and whenever it is sampled the round goes on with the others). Replies live in the diagnostics.
+    diagnostics = json.loads((run_dir / "diagnostics.json").read_text())
+    assert diagnostics["covered_by_privacy_ledger"] is False
+    replied = [d["replies"] + d["failures"] for d in diagnostics["rounds"][:3]]
+    assert replied == [r["sampled"] for r in rounds]
+    assert not {"replies", "train_loss", "fed_accuracy"} & {k for r in rounds for k in r}
 
 
 def test_server_receives_only_weight_shaped_arrays_counts_and_metrics(runs: tuple) -> None:  # type: ignore[type-arg]
@@ -71,7 +76,7 @@ def test_ledger_matches_fedmodel_budget_for_the_same_schedule(runs: tuple) -> No
         capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True,
     )  # fmt: skip
     budget = json.loads(proc.stdout)
-    assert first["privacy"]["rounds"] == 3
+    assert first["privacy"]["rounds"] == 3 and first["privacy"]["sampling"] == "poisson"
     for accountant in ("rdp", "pld"):
         assert first["privacy"]["epsilon"][accountant] == pytest.approx(budget["epsilon"][accountant], rel=1e-9)
 
@@ -84,5 +89,24 @@ def test_restart_resumes_the_round_count_and_the_ledger(runs: tuple) -> None:  #
     ledger = json.loads((run_dir / "privacy_ledger.json").read_text())
     assert sum(e["count"] for e in ledger["entries"]) == 5
     assert all(math.isfinite(r["accuracy"]) for r in second["rounds"])
-    for name in ("report.md", "report.json", "accuracy.png", "epsilon.png", "privacy_report.md"):
+    for name in ("report.md", "report.json", "accuracy.png", "epsilon.png", "privacy_report.md", "diagnostics.json"):
         assert (run_dir / name).is_file(), name
+    assert "NOT covered by epsilon" in (run_dir / "report.md").read_text()
+
+
+def test_dp_outputs_only_writes_and_prints_nothing_the_ledger_does_not_cover(tmp_path: Path) -> None:
+    run_dir = tmp_path / "private"
+    args = [sys.executable, "-m", "fedmodel.cli", "simulate", "--run-dir", str(run_dir)]
+    for setting in [*SETTINGS, "rounds=2", "dp-outputs-only=true", "fail-partitions="]:
+        args += ["--set", setting]
+    proc = subprocess.run(
+        args, capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert not (run_dir / "diagnostics.json").exists()
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["outputs"]["dp_outputs_only"] is True and record["outputs"]["not_covered"] == []
+    allowed = {"round", "loss", "accuracy", "epsilon", "clip", "sampled"}
+    assert {k for r in record["rounds"] for k in r} <= allowed
+    assert "not DP" not in proc.stderr + proc.stdout
+    assert "train_loss" not in (run_dir / "report.md").read_text()
