@@ -216,6 +216,8 @@ def _coerce(field: dataclasses.Field[Any], value: Any) -> Any:
     """Flower run configs carry str/int/float/bool: turn ``"none"``/``""`` into None for optional fields."""
     if isinstance(value, str) and value in _NONE and "None" in str(field.type):
         return None
+    if str(field.type) == "bool" and isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
     if field.name in ("dp_noise", "local_dp_noise", "target_epsilon") and isinstance(value, int):
         return float(value)
     return value

@@ -36,3 +36,12 @@ def test_bad_settings_name_the_value(values: dict[str, object], fragment: str) -
     with pytest.raises(ConfigError) as err:
         FederatedConfig.from_mapping(values)
     assert fragment in str(err.value)
+
+
+def test_switches_accept_true_and_false_as_typed_on_the_command_line() -> None:
+    config = FederatedConfig.from_mapping({"dp-outputs-only": "true", "dp-adaptive": "False", "dp-noise": 1.0})
+    assert config.dp_outputs_only is True and config.dp_adaptive is False
+    with pytest.raises(ConfigError, match="dp-outputs-only must be true or false, got 'yes'"):
+        FederatedConfig.from_mapping({"dp-outputs-only": "yes"})
+    with pytest.raises(ConfigError, match="client-sampling must be one of poisson, fixed-size; got 'random'"):
+        FederatedConfig.from_mapping({"client-sampling": "random"})
