@@ -20,6 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from fedmodel.atomic import atomic_write
 from fedmodel.errors import ConfigError
 
 _PACKAGES = (
@@ -101,11 +102,7 @@ def staged_run_dir(
 
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     """Write ``data`` as indented JSON atomically (temp file + rename)."""
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=_jsonable) + "\n")
-    tmp.replace(target)
-    return target
+    return atomic_write(path, json.dumps(data, indent=2, sort_keys=False, default=_jsonable) + "\n")
 
 
 def _jsonable(value: Any) -> Any:

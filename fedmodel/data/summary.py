@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from fedmodel.atomic import atomic_write_with
 from fedmodel.errors import ConfigError
 
 _PER_CLASS_COLUMNS = 10  # up to this many classes the table shows every class; beyond, the top 3
@@ -115,15 +115,7 @@ def plot_label_distribution(matrix: np.ndarray, path: str | os.PathLike[str]) ->
     if c <= 20:
         ax.legend(title="class", loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize="small")
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=100)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    return atomic_write_with(out, lambda f: fig.savefig(f, format="png", dpi=100))
 
 
 def _check_matrix(matrix: np.ndarray) -> np.ndarray:

@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 from flwr.serverapp.strategy import Strategy
 
+from fedmodel.atomic import atomic_write, atomic_write_with
 from fedmodel.errors import ConfigError
 from fedmodel.federated.dp_strategy import ClientLevelDP
-from fedmodel.privacy.ledger import PrivacyLedger, atomic_write
+from fedmodel.privacy.ledger import PrivacyLedger
 
 DIRECTORY = "checkpoint"
 STATE = "state.json"
@@ -74,10 +75,8 @@ def save(
     root = run_dir / DIRECTORY
     root.mkdir(parents=True, exist_ok=True)
     name = f"arrays-round-{round_:05d}.npz"
-    tmp = root / f".{name}.tmp.npz"
     payload = {f"weights/{i:03d}": np.asarray(w) for i, w in enumerate(weights)} | strategy_arrays(strategy)
-    np.savez(tmp, **payload)
-    tmp.replace(root / name)
+    atomic_write_with(root / name, lambda fh: np.savez(fh, **payload))
     state = {
         "format": FORMAT,
         "version": VERSION,

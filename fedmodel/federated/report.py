@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from fedmodel.atomic import atomic_write, atomic_write_with
 from fedmodel.errors import ConfigError
 from fedmodel.privacy.ledger import LEDGER_FILE
 
@@ -88,9 +89,9 @@ def write_report(run_dir: str | Path) -> list[Path]:
         lines += [rounds_table(diagnostics["rounds"], markdown=True, columns=DIAGNOSTIC_COLUMNS), ""]
     elif record.get("outputs", {}).get("dp_outputs_only"):
         lines += ["Run with dp-outputs-only: no diagnostics on the clients' data were computed or written.", ""]
-    written.append(_atomic_text(run / "report.md", "\n".join(lines)))
+    written.append(atomic_write(run / "report.md", "\n".join(lines)))
     written.append(
-        _atomic_text(run / "report.json", json.dumps({"config": config, "rounds": rows, "privacy": privacy}, indent=2))
+        atomic_write(run / "report.json", json.dumps({"config": config, "rounds": rows, "privacy": privacy}, indent=2))
     )
     if rows:
         merged = [{**d, **r} for r, d in zip(rows, _aligned(rows, diagnostics), strict=True)]
@@ -131,13 +132,6 @@ def _aligned(rows: list[dict[str, Any]], diagnostics: dict[str, Any] | None) -> 
     return [by_round.get(r["round"], {}) for r in rows]
 
 
-def _atomic_text(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text + "\n")
-    tmp.replace(path)
-    return path
-
-
 def _plot(path: Path, rows: list[dict[str, Any]], series: list[tuple[str, str]], ylabel: str) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -154,7 +148,4 @@ def _plot(path: Path, rows: list[dict[str, Any]], series: list[tuple[str, str]],
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    tmp.replace(path)
-    return path
+    return atomic_write_with(path, lambda fh: fig.savefig(fh, format="png", dpi=100))

@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ from typing import Any, Literal, get_args
 
 import dp_accounting
 
+from fedmodel.atomic import atomic_write
 from fedmodel.errors import ConfigError
 from fedmodel.privacy import accounting
 from fedmodel.privacy.accounting import AccountantName, FixedSizeSampling, PoissonSampling, Sampling
@@ -423,24 +423,6 @@ def _head(data: object) -> str:
 def _ledger_path(path: str | os.PathLike[str]) -> Path:
     p = Path(path)
     return p / LEDGER_FILE if p.is_dir() else p
-
-
-def atomic_write(target: str | os.PathLike[str], data: str | bytes) -> Path:
-    """Write ``data`` to ``target`` through a temp file in the same directory and a rename."""
-    path = Path(target)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    raw = data.encode() if isinstance(data, str) else data
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(raw)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 # -- budget checks --------------------------------------------------------------------------------

@@ -22,11 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from fedmodel.atomic import atomic_write
 from fedmodel.errors import ConfigError
 from fedmodel.privacy.accounting import AccountantName, AccountingError, check_accountants
 from fedmodel.privacy.budget import BudgetReport, sampling_bound
 from fedmodel.privacy.calibration import warn_delta
-from fedmodel.privacy.ledger import LEDGER_FILE, PrivacyLedger, atomic_write
+from fedmodel.privacy.ledger import LEDGER_FILE, PrivacyLedger
 
 Format = Literal["table", "markdown", "json"]
 FORMATS: tuple[Format, ...] = get_args(Format)
