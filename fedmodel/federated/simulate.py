@@ -65,8 +65,8 @@ def settings_to_config(values: Mapping[str, Any]) -> FederatedConfig:
 
 def preflight(config: FederatedConfig) -> None:
     """Fail fast on bad input: the dataset loads, the model fits it, the partition is feasible."""
-    from fedmodel.central.plan import plan_run
     from fedmodel.federated.shards import partitions_for
+    from fedmodel.model_plan import plan_run
 
     plan_run(
         model=config.model,
