@@ -44,6 +44,10 @@ class DatasetInfo:
         Human-readable class names, one per class, when known.
     vocab : str or None
         For next-token data: the characters, token id ``i`` is ``vocab[i]``.
+    read_from_data : tuple of str
+        Which of these fields were computed by scanning the (possibly private) examples rather than taken
+        from public metadata, e.g. ``("num_classes",)`` for a user ``.npz`` without a declared class count.
+        No privacy ledger covers them; run records and reports say so.
     """
 
     name: str
@@ -53,6 +57,7 @@ class DatasetInfo:
     source: str
     class_names: tuple[str, ...] | None = None
     vocab: str | None = None
+    read_from_data: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.name:

@@ -2,7 +2,9 @@
 
 Inputs are converted by :func:`fedmodel.data.arrays.images_to_unit_float` (uint8 is divided by 255,
 ``(N, H, W)`` gains a channel axis) and labels by :func:`fedmodel.data.arrays.labels_to_int64`.
-``num_classes`` is ``max(label) + 1`` over both splits.
+``num_classes`` is the file's ``num_classes`` scalar when it holds one (public metadata, declared by
+whoever made the file); otherwise ``max(label) + 1`` over both splits, which is read from the labels and
+therefore marked in ``info.read_from_data`` (no privacy ledger covers it).
 """
 
 from __future__ import annotations
@@ -36,7 +38,10 @@ def read_npz_arrays(path: str | os.PathLike[str], *, name: str) -> dict[str, np.
             missing = [k for k in NPZ_KEYS if k not in found]
             if missing:
                 raise ConfigError(f"{name}: {p} must contain keys {list(NPZ_KEYS)}; missing {missing}, found {found}")
-            return {k: np.asarray(data[k]) for k in NPZ_KEYS}
+            arrays = {k: np.asarray(data[k]) for k in NPZ_KEYS}
+            if "num_classes" in found:
+                arrays["num_classes"] = np.asarray(data["num_classes"])
+            return arrays
     except (OSError, ValueError) as exc:
         if isinstance(exc, ConfigError):
             raise
@@ -70,12 +75,23 @@ def load_npz(path: str | os.PathLike[str]) -> Dataset:
     labels = np.concatenate([y_train, y_test])
     if labels.size == 0:
         raise ConfigError(f"{p.name}: expected at least one label, got empty y_train and y_test")
-    num_classes = int(labels.max()) + 1  # labels are >= 0, so this counts every distinct label
+    read_from_data: tuple[str, ...] = ()
+    if "num_classes" in arrays:
+        declared = arrays["num_classes"]
+        if declared.shape != () or not np.issubdtype(declared.dtype, np.integer) or int(declared) < 2:
+            raise ConfigError(f"{p.name}: num_classes must be an integer scalar >= 2, got {declared!r}")
+        num_classes = int(declared)
+        if int(labels.max()) >= num_classes:
+            raise ConfigError(f"{p.name}: labels must be < num_classes={num_classes}, got a label {int(labels.max())}")
+    else:
+        num_classes = int(labels.max()) + 1  # labels are >= 0, so this counts every distinct label
+        read_from_data = ("num_classes",)
     info = DatasetInfo(
         name=p.name,
         input_shape=tuple(int(d) for d in x_train.shape[1:]),
         num_classes=num_classes,
         task="classification",
         source=str(p.resolve()),
+        read_from_data=read_from_data,
     )
     return Dataset(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, info=info)

@@ -378,10 +378,14 @@ def outputs_record(config: FederatedConfig) -> dict[str, Any]:
     ]
     if not config.client_dp and config.local_dp_noise is None:
         covered = []
+    scanned = list(dataset_for(config).info.read_from_data)
+    not_covered = [] if config.dp_outputs_only else [f"{DIAGNOSTICS}: {DIAGNOSTIC_NOTE}"]
+    not_covered += [f"dataset {name}: read from the data itself (no public metadata declared it)" for name in scanned]
     return {
         "dp_outputs_only": config.dp_outputs_only,
         "covered_by_epsilon": covered,
-        "not_covered": [] if config.dp_outputs_only else [f"{DIAGNOSTICS}: {DIAGNOSTIC_NOTE}"],
+        "not_covered": not_covered,
+        "model_shape_from": "public metadata" if not scanned else f"the data ({', '.join(scanned)})",
     }
 
 

@@ -47,3 +47,18 @@ def test_npz_mismatched_lengths_and_missing_file(tmp_path: Path) -> None:
     (tmp_path / "junk.npz").write_text("not a zip")
     with pytest.raises(ConfigError, match="could not read"):
         load_dataset("npz", path=tmp_path / "junk.npz")
+
+
+def test_a_declared_class_count_is_public_metadata_and_an_inferred_one_is_marked(tmp_path: Path) -> None:
+    x = np.zeros((4, 3), np.float32)
+    inferred = tmp_path / "inferred.npz"
+    np.savez(inferred, x_train=x, y_train=[0, 1, 1, 0], x_test=x[:2], y_test=[0, 1])
+    assert load_dataset("npz", path=inferred).info.read_from_data == ("num_classes",)
+    declared = tmp_path / "declared.npz"
+    np.savez(declared, x_train=x, y_train=[0, 1, 1, 0], x_test=x[:2], y_test=[0, 1], num_classes=np.int64(10))
+    info = load_dataset("npz", path=declared).info
+    assert info.num_classes == 10 and info.read_from_data == ()  # the labels did not decide the model's shape
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x_train=x, y_train=[0, 1, 5, 0], x_test=x[:2], y_test=[0, 1], num_classes=np.int64(3))
+    with pytest.raises(ConfigError, match="labels must be < num_classes=3, got a label 5"):
+        load_dataset("npz", path=bad)
