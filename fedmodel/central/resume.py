@@ -4,7 +4,7 @@ While a run trains (with checkpoints on, the default), its staging directory ``.
 final run directory ``NAME`` holds a resume point after every finished epoch::
 
     .NAME.partial/resume/
-        sessions.json            # how many sessions have started (seeds each session's randomness)
+        sessions.json            # how many sessions have started (seeds a non-private session's order)
         latest.json              # {"epochs_done": k, "dir": "epoch-0000k"}: written last, atomically
         epoch-0000k/
             config.json          # the run's TrainConfig: resuming needs no other flags
@@ -21,9 +21,11 @@ deleted and the directory is renamed to ``NAME`` as usual.
 
 Randomness. A resumed session must not replay an earlier session's noise or batches: the same noise
 vector in two steps cancels in the difference of two released models, and repeated batches break the
-independent sampling the accountant assumes. Session ``k`` seeds TensorFlow and the batch sampler with
-:func:`session_seed` ``(seed, k)``; the first session uses ``seed`` itself, so an uninterrupted run is
-unchanged. (The train/validation split always uses ``seed``: the data a run trains on never changes.)
+independent sampling the accountant assumes. DP noise and DP batches come from OS entropy in every
+session (:mod:`fedmodel.privacy.randomness`), so no seed is involved. What the seed does decide is not
+private: session ``k`` of a non-private run seeds TensorFlow and its data order with :func:`session_seed`
+``(seed, k)`` (the first session uses ``seed`` itself, so an uninterrupted run is unchanged and
+reproducible); the train/validation split always uses ``seed``, so the data a run trains on never changes.
 
 This module reads and lays out resume points without TensorFlow (so bad input fails fast);
 :mod:`.checkpointing` writes and restores them.

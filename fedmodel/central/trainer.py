@@ -4,6 +4,9 @@ The steps of :func:`train`:
 
 1. Validate the request (model, data, shapes, hyperparameters) without TensorFlow: see :mod:`.plan`.
 2. Set the seed, the strategy and the dtype policy; build and compile the model in the strategy's scope.
+   The seed decides the initial weights, the validation split and the order of non-private training;
+   DP noise and DP batches come from OS entropy (:mod:`fedmodel.privacy.randomness`), so two DP runs with
+   the same seed differ.
 3. Hold out a seeded validation split; fit with progress, checkpoints, TensorBoard and early stopping.
 4. Evaluate on the test set (loss, accuracy, macro-F1, AUC) and save the model and ``run.json``.
 
@@ -203,8 +206,8 @@ def train(
     apply_precision(policy)
     try:
         with staged_run_dir(target, staging=staging, keep_if=resume.has_point if resumable else None) as out:
-            session = resume.start_session(out)  # before any randomness: a later session draws fresh noise
-            seed = resume.session_seed(config.seed, session)
+            session = resume.start_session(out)
+            seed = resume.session_seed(config.seed, session)  # non-private randomness only (see .resume)
             tf.keras.utils.set_random_seed(seed)
             train_idx, val_idx = split_validation(len(data.x_train), config.validation_fraction, config.seed)
             x_train, y_train = data.x_train[train_idx], data.y_train[train_idx]
@@ -214,7 +217,7 @@ def train(
                 ledger_cb = None
             else:
                 steps = private.steps_per_epoch(plan.privacy)
-                train_ds = private.dp_dataset(x_train, y_train, plan.privacy, seed=seed)
+                train_ds = private.dp_dataset(x_train, y_train, plan.privacy)  # OS entropy, not the seed
                 ledger = (
                     resume_from.ledger()
                     if resume_from is not None
@@ -226,8 +229,8 @@ def train(
             if resume_from is not None:
                 with strategy.scope():
                     checkpointing.restore(resume_from, net, model.optimizer)
-            if session > 1:  # the zoo builder seeds TensorFlow with config.seed: re-seed for fresh noise
-                tf.keras.utils.set_random_seed(seed)
+            if session > 1 and plan.privacy is None:  # the zoo builder seeded TensorFlow with config.seed
+                tf.keras.utils.set_random_seed(seed)  # (never in a DP run: the tfp engine's noise follows it)
             if ledger_cb is not None:
                 note = f"engine {engine_name(model)}, sampling {ledger_cb.plan.privacy.sampling}"
                 if note not in ledger_cb.ledger.notes:
@@ -307,11 +310,18 @@ def engine_name(model: tf.keras.Model) -> str:
     return model.engine if isinstance(model, DPSGDModel) else "tfp"
 
 
+def noise_source(model: tf.keras.Model) -> str:
+    """Where the run's DP noise came from (see :mod:`fedmodel.privacy.randomness`)."""
+    if not isinstance(model, DPSGDModel):
+        return "tensorflow-privacy: TensorFlow's global generator, re-seeded from OS entropy"
+    return "OS entropy (Philox)" if model.secure_noise else "an injected generator (not secure)"
+
+
 def privacy_summary(callback: private.LedgerCallback, model: tf.keras.Model) -> dict[str, Any]:
     """What the run spent, computed from its ledger (never from the config)."""
     plan, ledger = callback.plan, callback.ledger
     delta = plan.privacy.delta
-    spent = ledger.steps > 0 and plan.noise_multiplier > 0
+    spent = ledger.steps > 0 and callback.noise_multiplier > 0
     return {
         "unit": "example",
         "epsilon": {
@@ -319,7 +329,8 @@ def privacy_summary(callback: private.LedgerCallback, model: tf.keras.Model) -> 
             for name in ACCOUNTANTS
         },
         "delta": delta,
-        "noise_multiplier": plan.noise_multiplier,
+        "noise_multiplier": callback.noise_multiplier,
+        "noise_source": noise_source(model),
         "calibrated": plan.calibrated,
         "target_epsilon": plan.privacy.target_epsilon,
         "l2_norm_clip": plan.privacy.l2_norm_clip,

@@ -4,6 +4,12 @@ The textbook Flower client builds a new Keras model on every call (seconds of gr
 round). Here a :class:`LocalTrainer` is cached per worker process and per model configuration: each
 call only sets the incoming weights, resets the optimizer state, trains on the shard and returns the
 weights. FedProx's proximal term and local DP-SGD are part of the cached compiled step.
+
+Randomness: ``seed`` decides the initial weights and the order of non-private local epochs. Local DP-SGD
+draws its noise from the trainer's own generator keyed with OS entropy (one per trainer, so one per
+process or more) and its Poisson batches from a fresh OS-entropy generator per call, never from the seed:
+two clients with the same configuration and seed add independent noise, which does not cancel in the
+difference of their updates.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from fedmodel.federated.shards import Shard
 from fedmodel.metrics import classification_metrics
 from fedmodel.privacy.dpsgd import DPSGDConfig, DPSGDModel
 from fedmodel.privacy.ledger import PrivacyLedger
+from fedmodel.privacy.mechanism import GaussianMechanism
 from fedmodel.privacy.sampling import poisson_batches
 
 
@@ -83,13 +90,11 @@ class LocalTrainer:
         loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         metrics = [tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
         self.trainable: tf.keras.Model = self.model
-        if key.local_dp_noise is not None:
-            dp = DPSGDConfig(
-                l2_norm_clip=key.local_dp_clip,
-                noise_multiplier=key.local_dp_noise,
-                expected_batch_size=key.batch_size,
+        if key.local_dp_noise is not None:  # its own secure noise generator (DPSGDModel's default)
+            mechanism = GaussianMechanism(noise_multiplier=key.local_dp_noise, clip=key.local_dp_clip)
+            self.trainable = DPSGDModel(
+                self.model, mechanism=mechanism, dp=DPSGDConfig(expected_batch_size=key.batch_size)
             )
-            self.trainable = DPSGDModel(self.model, dp)
         self.trainable.compile(optimizer=self.optimizer, loss=loss, metrics=metrics)
         self.optimizer.build(self.model.trainable_variables)
         self._loss = loss
@@ -153,8 +158,9 @@ class LocalTrainer:
     ) -> tuple[list[np.ndarray], dict[str, float]]:
         """Train ``epochs`` passes over the shard from ``weights``; returns new weights and train metrics.
 
-        With local DP-SGD, batches are Poisson-sampled with ``q = batch_size / len(shard)`` and every step is
-        recorded in ``ledger`` (the client's own, kept across rounds).
+        With local DP-SGD, batches are Poisson-sampled with ``q = batch_size / len(shard)`` from OS entropy
+        (``seed`` is not used) and every step is recorded in ``ledger`` (the client's own, kept across
+        rounds) with the noise multiplier of the trainer's mechanism. Without it, ``seed`` orders the epochs.
         """
         self._load(weights)
         self.mu.assign(proximal_mu)
@@ -162,11 +168,11 @@ class LocalTrainer:
         if isinstance(self.trainable, DPSGDModel):
             q = min(1.0, batch / n)
             steps = math.ceil(epochs * n / batch)
-            data = poisson_batches(shard.x_train, shard.y_train, sampling_rate=q, seed=seed)
+            data = poisson_batches(shard.x_train, shard.y_train, sampling_rate=q)
             history = self.trainable.fit(data, epochs=1, steps_per_epoch=steps, verbose=0)
             if ledger is not None:
-                assert self.key.local_dp_noise is not None
-                ledger.record(noise_multiplier=self.key.local_dp_noise, sampling_rate=q, count=steps)
+                z = self.trainable.mechanism.noise_multiplier
+                ledger.record(noise_multiplier=z, sampling_rate=q, count=steps)
             metrics = {f"train_{k}": float(v[-1]) for k, v in history.history.items() if k in ("loss", "accuracy")}
         else:
             loss, accuracy = self._epochs_fn(

@@ -5,26 +5,40 @@ One noisy step, for a batch ``B`` drawn with sampling rate ``q``:
 1. per-example gradients ``g_i`` over all trainable variables (fast layer taps, or vectorized);
 2. clip each to L2 norm ``C``: ``g_i * min(1, C / |g_i|)``, and sum;
 3. add Gaussian noise with standard deviation ``noise_multiplier * C`` to the sum, once per global batch
-   (tensorflow-privacy's ``GaussianSumQuery``; under a multi-replica strategy only replica 0 adds it);
+   (under a multi-replica strategy only replica 0 adds it);
 4. divide by the expected batch size ``q * N`` (Poisson sampling) or the batch size (shuffled batches),
    add the gradient of any weight regularization (data-independent), and apply with any optimizer.
 
+The pair ``(noise_multiplier, C)`` is one :class:`~fedmodel.privacy.mechanism.GaussianMechanism`;
+:class:`DPSGDModel` holds it (``model.mechanism``) and describes each step by :meth:`DPSGDModel.step_event`,
+which the privacy ledger records.
+
+Randomness: the noise comes from a ``tf.random.Generator`` (Philox) keyed with fresh OS entropy
+(:func:`fedmodel.privacy.randomness.tf_generator`), one per :class:`DPSGDModel`, never from ``--seed`` or
+TensorFlow's global seed. Its state is a variable, so a retraced train step continues the sequence
+instead of restarting it (as op-seeded ``tf.random.normal`` would). Each noise value is the sum of
+:data:`~fedmodel.privacy.randomness.NOISE_DRAWS` standard normals divided by ``sqrt(NOISE_DRAWS)``
+(Opacus' ``secure_mode`` mitigation of floating-point attacks on a single draw). The generator is kept out
+of TensorFlow's checkpoint tracking: its state is the noise's key and is never written. Tests inject a
+seeded generator (``noise_generator=``).
+
 :class:`DPSGDModel` wraps a Keras model (composition: it holds the model and delegates ``call``) and
-overrides only ``train_step``, the documented Keras extension point; optimizers are untouched. Each step's
-mechanism is described by :meth:`DPSGDConfig.step_event`, which the privacy ledger records.
+overrides only ``train_step``, the documented Keras extension point; optimizers are untouched.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Literal, get_args
 
 import dp_accounting
 import tensorflow as tf
-import tensorflow_privacy as tfp
 
 from fedmodel.errors import ConfigError
+from fedmodel.privacy import randomness
 from fedmodel.privacy import taps as layer_taps
+from fedmodel.privacy.mechanism import GaussianMechanism
 from fedmodel.privacy.vectorized import clip_factors, vectorized_clipped_sum
 
 Engine = Literal["auto", "fast", "vectorized"]
@@ -33,46 +47,27 @@ ENGINES: tuple[str, ...] = (*get_args(Engine), "tfp")
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class DPSGDConfig:
-    """Example-level DP-SGD settings.
+    """How DP-SGD runs (the noise and the clip norm are the :class:`GaussianMechanism`).
 
     Attributes
     ----------
-    l2_norm_clip:
-        ``C``, the L2 bound on each example's gradient (over all variables jointly). Abadi et al. 2016 and
-        the tensorflow-privacy MNIST tutorial use 1.0.
-    noise_multiplier:
-        ``z``: the noise standard deviation is ``z * C``. The tutorial uses 1.1 (epsilon about 2.6 at
-        delta 1e-5 over 60 MNIST epochs at batch 256, by dp-accounting's RDP accountant).
     expected_batch_size:
-        The divisor of the noised sum: ``q * N`` for Poisson sampling, the batch size for shuffled batches.
+        The divisor of the noised sum (examples): ``q * N`` for Poisson sampling, the batch size for
+        shuffled batches.
     engine:
-        ``fast`` (per-layer taps; Dense, Conv2D, Embedding, LayerNorm, GroupNorm), ``vectorized`` (any
-        model), or ``auto`` (fast when every trainable layer allows it).
+        ``fast`` (per-layer taps; Dense, Conv2D, Embedding, LayerNorm, GroupNorm, LSTM), ``vectorized``
+        (any model), or ``auto`` (fast when every trainable layer allows it).
     """
 
-    l2_norm_clip: float
-    noise_multiplier: float
     expected_batch_size: float
     engine: Engine = "auto"
 
     def __post_init__(self) -> None:
-        if not self.l2_norm_clip > 0:
-            raise ConfigError(f"l2_norm_clip must be > 0, got {self.l2_norm_clip!r}")
-        if not self.noise_multiplier >= 0:
-            raise ConfigError(f"noise_multiplier must be >= 0, got {self.noise_multiplier!r}")
-        if not self.expected_batch_size > 0:
-            raise ConfigError(f"expected_batch_size must be > 0, got {self.expected_batch_size!r}")
+        size = self.expected_batch_size
+        if isinstance(size, bool) or not isinstance(size, int | float) or not math.isfinite(size) or size <= 0:
+            raise ConfigError(f"expected_batch_size must be a finite number > 0, got {size!r}")
         if self.engine not in get_args(Engine):
             raise ConfigError(f"engine must be one of {', '.join(get_args(Engine))}; got {self.engine!r}")
-
-    @property
-    def noise_stddev(self) -> float:
-        """Standard deviation of the noise added to the clipped sum: ``noise_multiplier * l2_norm_clip``."""
-        return self.noise_multiplier * self.l2_norm_clip
-
-    def step_event(self, sampling_rate: float) -> dp_accounting.DpEvent:
-        """The DpEvent of one step: a Poisson-subsampled Gaussian mechanism."""
-        return dp_accounting.PoissonSampledDpEvent(sampling_rate, dp_accounting.GaussianDpEvent(self.noise_multiplier))
 
 
 def per_example_loss(loss: tf.keras.losses.Loss) -> Any:
@@ -99,10 +94,10 @@ class ClippedSum:
     Chooses the engine once, at construction; :attr:`engine` says which one runs.
     """
 
-    def __init__(self, model: tf.keras.Model, loss_fn: Any, *, l2_norm_clip: float, engine: Engine) -> None:
+    def __init__(self, model: tf.keras.Model, loss_fn: Any, *, clip: float, engine: Engine) -> None:
         self.model = model
         self.loss_fn = loss_fn
-        self.l2_norm_clip = l2_norm_clip
+        self.clip = clip
         taps = layer_taps.model_taps(model) if engine != "vectorized" else None
         if engine == "fast" and taps is None:
             raise ConfigError(
@@ -122,9 +117,7 @@ class ClippedSum:
         if self.taps is None:
             logits = self.model(x, training=True)
             losses = self.loss_fn(y, logits)
-            sums, norms = vectorized_clipped_sum(
-                self.model, self.loss_fn, x, y, weights, l2_norm_clip=self.l2_norm_clip
-            )
+            sums, norms = vectorized_clipped_sum(self.model, self.loss_fn, x, y, weights, clip=self.clip)
             return sums, norms, losses, logits
         return self._fast(x, y, weights)
 
@@ -140,8 +133,9 @@ class ClippedSum:
             for tap, a, out, g in zip(self.taps, inputs, outputs, grads_out, strict=True)
         ]
         states = [tap.prepare(a, g) for tap, a, g in zip(self.taps, inputs, grads_z, strict=True)]
-        norms = tf.sqrt(tf.add_n([tap.sq_norms(state) for tap, state in zip(self.taps, states, strict=True)]))
-        c = clip_factors(norms, self.l2_norm_clip)
+        sq = tf.add_n([tf.cast(tap.sq_norms(state), tf.float32) for tap, state in zip(self.taps, states, strict=True)])
+        norms = tf.sqrt(sq)
+        c = clip_factors(norms, self.clip)
         flat = [s for tap, state in zip(self.taps, states, strict=True) for s in tap.clipped_sum(state, c)]
         sums: list[tf.Tensor | None] = [None] * len(flat)
         for position, value in zip(self._order, flat, strict=True):
@@ -149,33 +143,90 @@ class ClippedSum:
         return [s for s in sums if s is not None], norms, losses, logits
 
 
-def add_gaussian_noise(sums: list[tf.Tensor], *, query: tfp.GaussianSumQuery) -> list[tf.Tensor]:
-    """Noise the clipped sum once per global batch: on replica 0 only under a multi-replica strategy."""
-    state = query.initial_global_state()
+def gaussian_noise(shapes: list[tf.TensorShape], *, stddev: float, generator: tf.random.Generator) -> list[tf.Tensor]:
+    """float32 noise of standard deviation ``stddev`` for tensors of ``shapes``, from ``generator``.
+
+    Each value is ``stddev * (n_1 + ... + n_k) / sqrt(k)`` with ``k =`` :data:`~fedmodel.privacy.randomness.
+    NOISE_DRAWS` independent standard normals (Opacus ``secure_mode``); all of them come from one call on
+    the generator, which advances its state by the number of values drawn.
+    """
+    sizes = [int(shape.num_elements()) for shape in shapes]
+    draws = generator.normal([randomness.NOISE_DRAWS, sum(sizes)], dtype=tf.float32)
+    flat = tf.reduce_sum(draws, axis=0) * tf.constant(stddev / math.sqrt(randomness.NOISE_DRAWS), tf.float32)
+    return [tf.reshape(part, shape) for part, shape in zip(tf.split(flat, sizes), shapes, strict=True)]
+
+
+def add_noise(
+    sums: list[tf.Tensor], *, mechanism: GaussianMechanism, generator: tf.random.Generator
+) -> list[tf.Tensor]:
+    """The clipped sum plus the mechanism's noise, once per global batch: replica 0 only under a strategy."""
+    if not mechanism.private:
+        return list(sums)
+
+    def noised() -> list[tf.Tensor]:
+        noise = gaussian_noise([s.shape for s in sums], stddev=mechanism.stddev, generator=generator)
+        return [s + n for s, n in zip(sums, noise, strict=True)]
+
     replica = tf.distribute.get_replica_context()
-    first = replica is None or replica.num_replicas_in_sync == 1
-    if first:
-        noised, _, _ = query.get_noised_result(sums, state)
-        return list(noised)
-    is_first = tf.equal(replica.replica_id_in_sync_group, 0)
-    return tf.cond(is_first, lambda: list(query.get_noised_result(sums, state)[0]), lambda: list(sums))
+    if replica is None or replica.num_replicas_in_sync == 1:
+        return noised()
+    return tf.cond(tf.equal(replica.replica_id_in_sync_group, 0), noised, lambda: list(sums))
+
+
+class _Untracked:
+    """Holds the noise generator outside TensorFlow's checkpoint tracking (its state is the noise's key)."""
+
+    def __init__(self, generator: tf.random.Generator) -> None:
+        self.generator = generator
 
 
 class DPSGDModel(tf.keras.Model):
     """A Keras model whose ``fit`` runs DP-SGD; wraps ``model`` and shares its layers and weights.
 
+    ``mechanism`` is the Gaussian mechanism of every step (noise multiplier and clip norm); ``dp`` the
+    divisor and the engine. ``noise_generator`` is for tests only: by default each wrapper draws from its
+    own :func:`~fedmodel.privacy.randomness.tf_generator`, made here, so construct the wrapper inside the
+    distribution strategy's scope when there is one (as its model).
+
     ``fit`` takes batches ``(x, y)`` or ``(x, y, mask)``; ``mask`` marks real examples (0 for padding in
     fixed-shape Poisson batches). Save ``wrapper.model``, not the wrapper.
     """
 
-    def __init__(self, model: tf.keras.Model, dp: DPSGDConfig, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        model: tf.keras.Model,
+        *,
+        mechanism: GaussianMechanism,
+        dp: DPSGDConfig,
+        noise_generator: tf.random.Generator | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(mechanism, GaussianMechanism):
+            raise TypeError(f"mechanism must be a GaussianMechanism, got {mechanism!r}")
+        if not isinstance(dp, DPSGDConfig):
+            raise TypeError(f"dp must be a DPSGDConfig, got {dp!r}")
         super().__init__(**kwargs)
         self.model = model
+        self.mechanism = mechanism
         self.dp = dp
+        self._noise = _Untracked(noise_generator if noise_generator is not None else randomness.tf_generator())
         self._clipped_sum: ClippedSum | None = None
-        self.query = tfp.GaussianSumQuery(l2_norm_clip=dp.l2_norm_clip, stddev=dp.noise_stddev)
         self.clip_fraction = tf.keras.metrics.Mean(name="clipped")
         self.loss_mean = tf.keras.metrics.Mean(name="loss")
+
+    @property
+    def noise_generator(self) -> tf.random.Generator:
+        """Where the noise comes from (read-only)."""
+        return self._noise.generator
+
+    @property
+    def secure_noise(self) -> bool:
+        """True when the noise comes from OS entropy (not an injected test generator)."""
+        return randomness.is_secure(self._noise.generator)
+
+    def step_event(self, sampling_rate: float) -> dp_accounting.DpEvent:
+        """The DpEvent of one step at sampling rate ``q``: the mechanism, Poisson-subsampled."""
+        return dp_accounting.PoissonSampledDpEvent(sampling_rate, self.mechanism.event())
 
     @property
     def engine(self) -> str:
@@ -186,10 +237,7 @@ class DPSGDModel(tf.keras.Model):
     def clipped_sum(self) -> ClippedSum:
         if self._clipped_sum is None:
             self._clipped_sum = ClippedSum(
-                self.model,
-                per_example_loss(self.loss),
-                l2_norm_clip=self.dp.l2_norm_clip,
-                engine=self.dp.engine,
+                self.model, per_example_loss(self.loss), clip=self.mechanism.clip, engine=self.dp.engine
             )
         return self._clipped_sum
 
@@ -202,7 +250,7 @@ class DPSGDModel(tf.keras.Model):
 
     def get_config(self) -> dict[str, Any]:
         """The DP settings (save ``self.model`` to keep the network itself)."""
-        return {"dp": dataclasses.asdict(self.dp)}
+        return {"dp": dataclasses.asdict(self.dp), "mechanism": dataclasses.asdict(self.mechanism)}
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         return self.model(inputs, training=training)
@@ -214,7 +262,7 @@ class DPSGDModel(tf.keras.Model):
     def noisy_gradients(self, x: tf.Tensor, y: tf.Tensor, mask: tf.Tensor) -> Result:
         """The DP gradient of one batch (steps 1-4 of the module docstring), plus norms, losses, logits."""
         sums, norms, losses, logits = self.clipped_sum(x, y, mask)
-        noised = add_gaussian_noise(sums, query=self.query)
+        noised = add_noise(sums, mechanism=self.mechanism, generator=self._noise.generator)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         scale = tf.constant(1.0 / self.dp.expected_batch_size, tf.float32)
         grads = [n * scale for n in noised]
@@ -235,7 +283,7 @@ class DPSGDModel(tf.keras.Model):
         grads = [tf.cast(g, v.dtype) for g, v in zip(grads, variables, strict=True)]
         self.optimizer.apply_gradients(zip(grads, variables, strict=True))
 
-        clipped = tf.cast(norms > self.dp.l2_norm_clip, tf.float32)
+        clipped = tf.cast(norms > self.mechanism.clip, tf.float32)
         self.clip_fraction.update_state(clipped, sample_weight=mask)
         self.loss_mean.update_state(losses, sample_weight=mask)
         self.compiled_metrics.update_state(y, logits, sample_weight=mask)

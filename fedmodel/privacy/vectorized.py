@@ -48,18 +48,21 @@ def vectorized_clipped_sum(
     y: tf.Tensor,
     weights: tf.Tensor,
     *,
-    l2_norm_clip: float,
+    clip: float,
 ) -> tuple[list[tf.Tensor], tf.Tensor]:
-    """``(sum_i clip(grad_i), norms)`` with ``clip(g) = g * min(1, C / |g|)`` over all variables jointly."""
+    """``(sum_i clip(grad_i), norms)`` with ``clip(g) = g * min(1, C / |g|)`` over all variables jointly.
+
+    The per-example gradients are float32 (cast from the model's compute dtype), and so are the norms.
+    """
     per = per_example_gradients(model, loss_fn, x, y, weights)
     sq = tf.add_n([tf.reduce_sum(tf.reshape(tf.square(g), [tf.shape(g)[0], -1]), axis=1) for g in per])
     norms = tf.sqrt(sq)
-    c = clip_factors(norms, l2_norm_clip)
+    c = clip_factors(norms, clip)
     sums = [tf.tensordot(c, g, axes=[[0], [0]]) for g in per]
     return sums, norms
 
 
-def clip_factors(norms: tf.Tensor, l2_norm_clip: float) -> tf.Tensor:
-    """``min(1, C / norm)`` per example, safe at norm 0."""
-    clip = tf.constant(l2_norm_clip, tf.float32)
-    return clip / tf.maximum(norms, clip)
+def clip_factors(norms: tf.Tensor, clip: float) -> tf.Tensor:
+    """``min(1, C / norm)`` per example in float32, safe at norm 0."""
+    c = tf.constant(clip, tf.float32)
+    return c / tf.maximum(tf.cast(norms, tf.float32), c)

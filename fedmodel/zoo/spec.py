@@ -143,7 +143,8 @@ class ModelSpec(Generic[H]):
         """Build the uncompiled Keras model; with ``seed``, the initial weights are deterministic.
 
         A seed is applied with ``tf.keras.utils.set_random_seed``, which also reseeds Python's
-        ``random`` and NumPy's global generators.
+        ``random`` and NumPy's global generators. Nothing that protects privacy draws from those
+        (:mod:`fedmodel.privacy.randomness`).
         """
         shape = self.validate_input_shape(input_shape)
         classes = self.validate_num_classes(num_classes)

@@ -6,7 +6,9 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
+import tensorflow as tf
 
 from fedmodel.central.config import TrainConfig
 from fedmodel.central.plan import plan_for
@@ -73,7 +75,7 @@ def test_poisson_batches_vary_but_the_step_is_traced_once(tmp_path: Path) -> Non
     config = TrainConfig(model="mlp", dataset="synthetic", epochs=2, batch_size=40, privacy=privacy, **FAST)
     plan = plan_for(config)
     assert plan.privacy is not None
-    data = private.dp_dataset(plan.dataset.x_train, plan.dataset.y_train, plan.privacy, seed=0)
+    data = private.dp_dataset(plan.dataset.x_train, plan.dataset.y_train, plan.privacy)
     sizes = [len(batch[0]) for batch in data.take(30).as_numpy_iterator()]
     assert len(set(sizes)) > 5 and abs(sum(sizes) / 30 - 40) < 6
     model = build_compiled_model(config, plan, strategy=make_strategy("default"), steps_per_epoch=20)
@@ -81,6 +83,85 @@ def test_poisson_batches_vary_but_the_step_is_traced_once(tmp_path: Path) -> Non
     traces = model.train_function.experimental_get_tracing_count()  # Keras's own tracing (2, as non-private)
     model.fit(data, epochs=3, steps_per_epoch=20, verbose=0)  # 60 more batches of varying size
     assert model.train_function.experimental_get_tracing_count() == traces <= 2
+
+
+def final_weights(run_dir: Path) -> list[np.ndarray]:
+    return tf.keras.models.load_model(run_dir / "model.keras", compile=False).get_weights()
+
+
+def test_two_dp_runs_with_the_same_seed_release_different_models(tmp_path: Path) -> None:
+    """Re-running a released run with its recorded seed must not reproduce it (noise and batches differ)."""
+    privacy = PrivacyConfig(noise_multiplier=1.0, delta=1e-4)
+    config = TrainConfig(model="logreg", dataset="digits", epochs=1, batch_size=64, seed=3, privacy=privacy, **FAST)
+    first = train(config, run_dir=tmp_path / "a")
+    train(config, run_dir=tmp_path / "b")
+    assert first.privacy is not None and first.privacy["noise_source"] == "OS entropy (Philox)"
+    a, b = final_weights(tmp_path / "a"), final_weights(tmp_path / "b")
+    assert all(np.all(x != y) for x, y in zip(a, b, strict=True))  # every weight differs
+    assert json.loads((tmp_path / "a" / "run.json").read_text())["config"]["seed"] == 3  # the seed is public
+
+
+def test_the_tfp_engine_noise_does_not_follow_the_seed() -> None:
+    # tensorflow-privacy draws under TensorFlow's global seed, which --seed sets; its optimizer is built
+    # after a re-seed from OS entropy. Same seed, same initial weights, same batch: different noise.
+    from fedmodel.central.strategy import make_strategy
+    from fedmodel.central.trainer import build_compiled_model
+
+    privacy = PrivacyConfig(noise_multiplier=1.0, engine="tfp", sampling="shuffle")
+    config = TrainConfig(
+        model="logreg", dataset="synthetic", batch_size=16, optimizer="sgd", seed=5, privacy=privacy, **FAST
+    )
+    plan = plan_for(config)
+    x, y = plan.dataset.x_train[:16], plan.dataset.y_train[:16]
+    runs = []
+    for _ in range(2):
+        tf.keras.utils.set_random_seed(config.seed)  # as the trainer does
+        model = build_compiled_model(config, plan, strategy=make_strategy("default"), steps_per_epoch=1)
+        model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+        runs.append(model.get_weights())
+    assert all(np.all(a != b) for a, b in zip(*runs, strict=True))
+
+
+def test_the_ledger_records_the_noise_the_model_applies_not_the_plan(tmp_path: Path) -> None:
+    from fedmodel import zoo
+    from fedmodel.central import private
+    from fedmodel.privacy.dpsgd import DPSGDConfig, DPSGDModel
+    from fedmodel.privacy.mechanism import GaussianMechanism
+
+    config = TrainConfig(
+        model="logreg", dataset="synthetic", batch_size=100, privacy=PrivacyConfig(noise_multiplier=1.0), **FAST
+    )
+    plan = plan_for(config)
+    assert plan.privacy is not None and plan.privacy.noise_multiplier == 1.0
+    net = zoo.build_model("logreg", input_shape=plan.dataset.info.input_shape, num_classes=10, seed=0)
+    model = DPSGDModel(
+        net, mechanism=GaussianMechanism(noise_multiplier=0.7, clip=1.0), dp=DPSGDConfig(expected_batch_size=100.0)
+    )
+    model.compile(optimizer=tf.keras.optimizers.SGD(0.1), loss=tf.keras.losses.SparseCategoricalCrossentropy(True))
+    ledger = private.new_ledger(plan.privacy, steps_per_epoch=8)
+    callback = private.LedgerCallback(ledger, plan.privacy)
+    data = private.dp_dataset(plan.dataset.x_train, plan.dataset.y_train, plan.privacy)
+    model.fit(data, epochs=1, steps_per_epoch=3, verbose=0, callbacks=[callback])
+    assert [(e.noise_multiplier, e.count) for e in ledger.entries] == [(0.7, 3)]
+    assert callback.noise_multiplier == 0.7
+
+    tfp_config = TrainConfig(
+        model="logreg",
+        dataset="synthetic",
+        batch_size=100,
+        optimizer="sgd",
+        privacy=PrivacyConfig(noise_multiplier=0.4, engine="tfp", sampling="shuffle"),
+        **FAST,
+    )
+    tfp_plan = plan_for(tfp_config).privacy
+    assert tfp_plan is not None
+    reference = private.compile_private(
+        zoo.build_model("logreg", input_shape=plan.dataset.info.input_shape, num_classes=10, seed=0),
+        tfp_config,
+        tfp_plan,
+        optimizer=tf.keras.optimizers.SGD(0.1),
+    )
+    assert private.released_noise_multiplier(reference) == pytest.approx(0.4, rel=1e-7)  # its float32 stddev
 
 
 def test_tensorflow_privacy_reference_engine_trains_and_is_recorded(tmp_path: Path) -> None:

@@ -46,6 +46,23 @@ def test_cnn_on_digits_reaches_95_percent(tmp_path: Path) -> None:
     assert result.metrics["accuracy"] >= 0.95, result.metrics
 
 
+def test_a_non_private_run_is_reproducible_bit_for_bit(tmp_path: Path) -> None:
+    """Without DP, --seed decides everything: the same config gives the same weights, bit for bit."""
+    config = TrainConfig(
+        model="mlp", dataset="digits", epochs=1, batch_size=64, seed=3, tensorboard=False, checkpoints=False
+    )
+    train(config, run_dir=tmp_path / "a")
+    train(config, run_dir=tmp_path / "b")
+    a = tf.keras.models.load_model(tmp_path / "a" / "model.keras").get_weights()
+    b = tf.keras.models.load_model(tmp_path / "b" / "model.keras").get_weights()
+    initial = TrainConfig(**{**config.to_dict(), "seed": 4})  # type: ignore[arg-type]
+    train(initial, run_dir=tmp_path / "c")
+    c = tf.keras.models.load_model(tmp_path / "c" / "model.keras").get_weights()
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert any(not np.array_equal(x, z) for x, z in zip(a, c, strict=True))  # the seed does matter
+
+
 def test_existing_run_dir_is_refused_and_kept(tmp_path: Path) -> None:
     existing = tmp_path / "taken"
     existing.mkdir()

@@ -1,4 +1,8 @@
-"""The cached local trainer: learns, is reproducible, resets per round, honours FedProx, runs local DP."""
+"""The cached local trainer: learns, is reproducible, resets per round, honours FedProx, runs local DP.
+
+Local DP-SGD draws from OS entropy: two clients with the same configuration and seed add independent
+noise, which would otherwise cancel in the difference of their updates.
+"""
 
 from __future__ import annotations
 
@@ -57,3 +61,29 @@ def test_local_dp_sgd_records_every_step_in_the_clients_ledger() -> None:
     steps_per_round = int(np.ceil(2 * len(shard.x_train) / 16))
     assert ledger.steps == 2 * steps_per_round
     assert ledger.epsilon(1e-5, "rdp") == pytest.approx(PrivacyLedger.from_dict(ledger.to_dict()).epsilon(1e-5, "rdp"))
+
+
+def test_two_dp_clients_with_the_same_seed_add_independent_noise() -> None:
+    settings = {"local-dp-noise": 2.0, "local-dp-clip": 0.1, "local-batch-size": 16, "client-lr": 0.5}
+    first, config = trainer(**settings)
+    second, _ = trainer(**settings)  # another client, same config and seed (its own trainer, e.g. process)
+    start = [w.copy() for w in first.model.get_weights()]
+    shard = client_shard(config, 0)
+    one = delta(first.fit(start, shard, epochs=1, seed=0)[0], start)
+    two = delta(second.fit(start, shard, epochs=1, seed=0)[0], start)
+    difference = global_norm([a - b for a, b in zip(one, two, strict=True)])
+    # Independent noise: |u1 - u2| is about sqrt(2) |u1|; identical noise would cancel to exactly 0.
+    assert difference > 0.5 * global_norm(one)
+    assert second.trainable.mechanism.noise_multiplier == 2.0
+    assert second.trainable.secure_noise
+
+
+def test_two_non_private_clients_with_the_same_seed_compute_the_same_update() -> None:
+    first, config = trainer(**{"client-lr": 0.2})
+    second, _ = trainer(**{"client-lr": 0.2})
+    start = [w.copy() for w in first.model.get_weights()]
+    shard = client_shard(config, 0)
+    for a, b in zip(
+        first.fit(start, shard, epochs=2, seed=4)[0], second.fit(start, shard, epochs=2, seed=4)[0], strict=True
+    ):
+        np.testing.assert_array_equal(a, b)

@@ -2,7 +2,8 @@
 
 One SGD step (learning rate 1) on a batch whose examples are all masked out moves every weight by
 ``-noise / expected_batch``. Prints JSON with the measured std of those moves, the std noise-once predicts,
-and the number of replicas.
+the number of replicas, and whether the wrapper's noise generator (made in the strategy's scope) is the
+secure default.
 """
 
 from __future__ import annotations
@@ -15,16 +16,17 @@ import tensorflow as tf
 from fedmodel import zoo
 from fedmodel.central.strategy import make_strategy, split_cpu
 from fedmodel.privacy.dpsgd import DPSGDConfig, DPSGDModel
+from fedmodel.privacy.mechanism import GaussianMechanism
 
 
 def main() -> None:
     split_cpu(2)
-    tf.keras.utils.set_random_seed(11)
     strategy = make_strategy("mirrored", logical_devices=2)
-    dp = DPSGDConfig(l2_norm_clip=1.0, noise_multiplier=2.0, expected_batch_size=64.0)
+    mechanism = GaussianMechanism(noise_multiplier=2.0, clip=1.0)
+    dp = DPSGDConfig(expected_batch_size=64.0)
     with strategy.scope():
         model = zoo.build_model("mlp", input_shape=(8, 8, 1), num_classes=10, seed=0, hidden=(256, 256))
-        wrapped = DPSGDModel(model, dp)
+        wrapped = DPSGDModel(model, mechanism=mechanism, dp=dp)
         wrapped.compile(
             optimizer=tf.keras.optimizers.SGD(1.0),
             loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -42,7 +44,8 @@ def main() -> None:
                 "replicas": strategy.num_replicas_in_sync,
                 "count": int(moves.size),
                 "std": float(moves.std()),
-                "expected_std": dp.noise_stddev / dp.expected_batch_size,
+                "expected_std": mechanism.stddev / dp.expected_batch_size,
+                "secure": wrapped.secure_noise,
             }
         )
     )

@@ -63,7 +63,7 @@ def test_lstm_clipped_sums_equal_a_per_example_loop(return_sequences: bool) -> N
     rng = np.random.default_rng(1)
     x = rng.integers(0, 11, (6, 5)).astype(np.int32)
     y = rng.integers(0, 11, (6, 5) if return_sequences else (6,))
-    engine = ClippedSum(model, per_example_loss(LOSS), l2_norm_clip=0.05, engine="fast")
+    engine = ClippedSum(model, per_example_loss(LOSS), clip=0.05, engine="fast")
     assert engine.engine == "fast"
     sums, norms, _, logits = engine(tf.constant(x), tf.constant(y), tf.ones(6))
     np.testing.assert_allclose(logits.numpy(), model(x).numpy(), rtol=1e-5, atol=1e-6)
@@ -82,7 +82,7 @@ def test_an_lstm_outside_a_chain_is_left_to_the_vectorized_engine() -> None:
     assert chain_layers(model) is None
     assert model_taps(model) is None
     assert any("not a chain" in reason for reason in unsupported_layers(model))
-    assert ClippedSum(model, per_example_loss(LOSS), l2_norm_clip=1.0, engine="auto").engine == "vectorized"
+    assert ClippedSum(model, per_example_loss(LOSS), clip=1.0, engine="auto").engine == "vectorized"
 
 
 def test_masked_lstm_inputs_are_not_tapped() -> None:
