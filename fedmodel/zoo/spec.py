@@ -144,7 +144,8 @@ class ModelSpec(Generic[H]):
 
         A seed is applied with ``tf.keras.utils.set_random_seed``, which also reseeds Python's
         ``random`` and NumPy's global generators. Nothing that protects privacy draws from those
-        (:mod:`fedmodel.privacy.randomness`).
+        (:mod:`fedmodel.privacy.randomness`). Under a 16-bit dtype policy, GroupNormalization layers
+        are built in float32 (:func:`float32_group_norm`).
         """
         shape = self.validate_input_shape(input_shape)
         classes = self.validate_num_classes(num_classes)
@@ -155,4 +156,32 @@ class ModelSpec(Generic[H]):
 
         if seed is not None:
             tf.keras.utils.set_random_seed(seed)
-        return self.builder(shape, classes, hp)
+        return float32_group_norm(self.builder(shape, classes, hp))
+
+
+def float32_group_norm(model: tf.keras.Model) -> tf.keras.Model:
+    """``model`` with its top-level GroupNormalization layers computing in float32 (same weights).
+
+    Keras' GroupNormalization computes its mean and variance in its compute dtype. In bfloat16 that
+    rounding changes with the rest of the batch, so one example's output depends on the others: DP-SGD's
+    per-example bound then fails (:func:`fedmodel.privacy.dpsgd.check_precision` refuses such layers),
+    and the statistics lose precision anyway (as Keras' LayerNormalization, which casts to float32).
+    A model without a 16-bit GroupNormalization is returned as it is.
+    """
+    import tensorflow as tf
+
+    def sixteen_bit_norm(layer: tf.keras.layers.Layer) -> bool:
+        return isinstance(layer, tf.keras.layers.GroupNormalization) and layer.compute_dtype in ("float16", "bfloat16")
+
+    if not any(sixteen_bit_norm(layer) for layer in model.layers):
+        return model
+
+    def clone(layer: tf.keras.layers.Layer) -> tf.keras.layers.Layer:
+        config = layer.get_config()
+        if sixteen_bit_norm(layer):
+            config["dtype"] = "float32"
+        return type(layer).from_config(config)
+
+    copy = tf.keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy

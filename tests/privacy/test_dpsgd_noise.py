@@ -1,4 +1,4 @@
-"""DP-SGD noise: its source (OS entropy, or an injected test generator), its size, once per step.
+"""DP-SGD noise: its source (OS entropy, or an injected test generator), its size, once per step, empty steps.
 
 Noise is checked against an independent copy of the injected generator (same seed, same draws), so most
 checks are exact to float32 round-off. Statistical tolerances are stated where they are used; each is at
@@ -154,6 +154,30 @@ def test_no_noise_draws_nothing() -> None:
     out = add_noise(sums, mechanism=GaussianMechanism(noise_multiplier=0.0, clip=1.0), generator=generator)
     np.testing.assert_array_equal(out[0].numpy(), 1.0)
     np.testing.assert_array_equal(generator.state.numpy(), state)
+
+
+@pytest.mark.parametrize("engine", ["fast", "vectorized"])
+@pytest.mark.parametrize(
+    ("name", "shape", "classes"), [("cnn", (28, 28, 1), 10), ("lenet", (16, 16, 1), 10), ("resnet20", (8, 8, 3), 4)]
+)
+def test_an_empty_batch_releases_noise(name: str, shape: tuple[int, ...], classes: int, engine: str) -> None:
+    """A Poisson batch may be empty: the step still happens (the ledger counts it) and is noise only."""
+    model = zoo.build_model(name, input_shape=shape, num_classes=classes, seed=0)
+    wrapped = wrap(model, z=1.0, clip=1.0, expected=8.0, generator=tf.random.Generator.from_seed(4), engine=engine)
+    wrapped.compile(
+        optimizer=tf.keras.optimizers.SGD(1.0),
+        loss=LOSS,
+        metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+    empty = tf.data.Dataset.from_tensors(
+        (np.zeros((0, *shape), np.float32), np.zeros(0, np.int64), np.zeros(0, np.float32))
+    )
+    before = [v.numpy() for v in model.trainable_variables]
+    history = wrapped.fit(empty, epochs=1, verbose=0).history
+    moves = np.concatenate([(v.numpy() - b).ravel() for v, b in zip(model.trainable_variables, before, strict=True)])
+    (want,) = reference_noise(model, stddev=1.0, seed=4)
+    np.testing.assert_allclose(-moves * 8.0, want, rtol=1e-4, atol=1e-5)
+    assert history["loss"] == [0.0] and history["accuracy"] == [0.0]  # no example was counted
 
 
 def test_the_mechanism_is_exposed_and_validated_once() -> None:
