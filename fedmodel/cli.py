@@ -210,6 +210,7 @@ def _train_config(args: argparse.Namespace) -> Any:
         tensorboard=not args.no_tensorboard,
         checkpoints=not args.no_checkpoints,
         privacy=_privacy_config(args),
+        dp_outputs_only=args.dp_outputs_only,
     )
 
 
@@ -418,6 +419,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     dp.add_argument("--delta", type=float, default=1e-5)
     dp.add_argument("--l2-norm-clip", type=float, default=1.0, help="per-example gradient L2 bound")
     dp.add_argument("--dp-engine", choices=("auto", "fast", "vectorized", "tfp"), default="auto")
+    dp.add_argument(
+        "--dp-outputs-only",
+        action="store_true",
+        help="write and print only what epsilon covers (no un-noised training/validation metrics, no TensorBoard)",
+    )
     dp.add_argument("--sampling", choices=("poisson", "shuffle"), default="poisson")
     dp.add_argument("--accountant", choices=("rdp", "pld"), default="rdp", help="enforces --target-epsilon")
     p.set_defaults(func=cmd_train)

@@ -63,6 +63,7 @@ from tensorflow_privacy.privacy.fast_gradient_clipping import layer_registry
 from tensorflow_privacy.privacy.keras_models import dp_keras_model
 
 from fedmodel.privacy.dpsgd import DPSGDConfig, DPSGDModel
+from fedmodel.privacy.mechanism import GaussianMechanism
 from fedmodel.privacy.taps import TappedForward, model_taps
 from fedmodel.zoo import available_models, build_model, get_spec
 
@@ -157,13 +158,11 @@ def keras_baseline(setting: Setting) -> Built:
 
 
 def fedmodel_engine(setting: Setting) -> Built:
-    dp = DPSGDConfig(
-        l2_norm_clip=L2_NORM_CLIP,
-        noise_multiplier=NOISE_MULTIPLIER,
-        expected_batch_size=setting.batch,
-        engine="auto",
+    wrapper = DPSGDModel(
+        zoo_model(setting),
+        mechanism=GaussianMechanism(noise_multiplier=NOISE_MULTIPLIER, clip=L2_NORM_CLIP),
+        dp=DPSGDConfig(expected_batch_size=setting.batch, engine="auto"),
     )
-    wrapper = DPSGDModel(zoo_model(setting), dp)
     wrapper.compile(optimizer=tf.keras.optimizers.SGD(LEARNING_RATE), loss=loss())
     return wrapper, f"engine: {wrapper.engine}"
 

@@ -52,8 +52,10 @@ class EpochCheckpointer(tf.keras.callbacks.Callback):
         optimizer: tf.keras.optimizers.Optimizer,
         ledger: PrivacyLedger | None,
         history: dict[str, list[float]] | None = None,
+        keys: tuple[str, ...] | None = None,
     ) -> None:
         super().__init__()
+        self.keys = keys
         self.root = staging / RESUME
         self.config = config
         self.net = net
@@ -63,7 +65,8 @@ class EpochCheckpointer(tf.keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         for key, value in (logs or {}).items():
-            self.history.setdefault(key, []).append(float(value))
+            if self.keys is None or key in self.keys:  # dp_outputs_only: not even the resume point keeps the rest
+                self.history.setdefault(key, []).append(float(value))
         self.save(epochs_done=epoch + 1)
 
     def save(self, *, epochs_done: int) -> Path:

@@ -72,6 +72,11 @@ class TrainConfig:
         ``multi-worker`` reads the cluster from ``TF_CONFIG``.
     privacy:
         Example-level DP-SGD settings; ``None`` trains without differential privacy.
+    dp_outputs_only:
+        With DP-SGD: write and print only what the privacy ledger covers (the final model, the ledger,
+        epsilon per epoch, test-set metrics). No training or validation loss/accuracy/clipped fraction
+        (they are computed on private examples without noise), no TensorBoard logs, no checkpoint picked
+        by an un-noised loss, no ``diagnostics.json``.
     precision:
         ``auto`` picks ``mixed_float16`` on GPU and ``float32`` on CPU; ``mixed_bfloat16`` is the CPU mixed
         mode. The loss and metrics are always computed in float32.
@@ -103,6 +108,7 @@ class TrainConfig:
     tensorboard: bool = True
     checkpoints: bool = True
     privacy: PrivacyConfig | None = None
+    dp_outputs_only: bool = False
 
     def __post_init__(self) -> None:
         for name in ("model", "dataset"):
@@ -127,6 +133,15 @@ class TrainConfig:
             raise ConfigError(f"decay_rate must be in (0, 1], got {self.decay_rate!r}")
         if not 0 <= self.validation_fraction < 1:
             raise ConfigError(f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}")
+        if not isinstance(self.dp_outputs_only, bool):
+            raise ConfigError(f"dp_outputs_only must be True or False, got {self.dp_outputs_only!r}")
+        if self.dp_outputs_only and self.privacy is None:
+            raise ConfigError("dp_outputs_only needs DP-SGD (a noise multiplier or a target epsilon); got no privacy")
+        if self.dp_outputs_only and self.early_stopping:
+            raise ConfigError(
+                "early_stopping selects on validation loss computed without noise, which dp_outputs_only excludes; "
+                f"got early_stopping={self.early_stopping}"
+            )
         if self.early_stopping and self.validation_fraction == 0:
             raise ConfigError("early_stopping needs a validation set; got validation_fraction 0")
         _choice("optimizer", self.optimizer, OPTIMIZERS)

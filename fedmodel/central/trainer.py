@@ -100,11 +100,20 @@ def inner_model(model: tf.keras.Model) -> tf.keras.Model:
 
 
 def _callbacks(
-    config: TrainConfig, out: Path, *, has_validation: bool, steps: int, history: dict[str, list[float]]
+    config: TrainConfig,
+    out: Path,
+    *,
+    has_validation: bool,
+    steps: int,
+    history: dict[str, list[float]],
+    private: bool,
 ) -> list[tf.keras.callbacks.Callback]:
+    """Progress, checkpoints, TensorBoard, early stopping; see :func:`selects_checkpoint` for DP runs."""
     monitor = "val_loss" if has_validation else "loss"
-    callbacks = [progress_callback(epochs=config.epochs, steps_per_epoch=steps)]
-    if config.checkpoints:
+    keys = COVERED_HISTORY if config.dp_outputs_only else None
+    callbacks = [progress_callback(epochs=config.epochs, steps_per_epoch=steps, keys=keys)]
+    select = selects_checkpoint(config, has_validation=has_validation, private=private)
+    if select:
         (out / "checkpoints").mkdir(exist_ok=True)
         callbacks.append(
             tf.keras.callbacks.ModelCheckpoint(
@@ -115,19 +124,31 @@ def _callbacks(
                 initial_value_threshold=min(history[monitor]) if history.get(monitor) else None,
             )
         )
-    if config.tensorboard:
+    if config.tensorboard and not config.dp_outputs_only:
         callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=str(out / "tensorboard"), profile_batch=0))
     if config.early_stopping:
         callbacks.append(
             checkpointing.ResumedEarlyStopping(
                 previous=history.get(monitor, []),
-                best_weights=out / "checkpoints" / "best.weights.h5" if config.checkpoints else None,
+                best_weights=out / "checkpoints" / "best.weights.h5" if select else None,
                 monitor=monitor,
                 patience=config.early_stopping,
                 restore_best_weights=True,
             )
         )
     return callbacks
+
+
+def selects_checkpoint(config: TrainConfig, *, has_validation: bool, private: bool) -> bool:
+    """Whether ``checkpoints/best.weights.h5`` is kept (the epoch with the lowest monitored loss).
+
+    A DP run never picks a checkpoint by its un-noised *training* loss (a data-dependent release no ledger
+    counts): without a validation split it keeps only the final model; with ``dp_outputs_only`` it picks
+    nothing at all.
+    """
+    if not config.checkpoints or config.dp_outputs_only:
+        return False
+    return has_validation or not private
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
@@ -247,10 +268,17 @@ def train(
                     seed=0,
                     shuffle=False,
                 )
-                if len(val_idx)
+                if len(val_idx) and not config.dp_outputs_only
                 else None
             )
-            callbacks = _callbacks(config, out, has_validation=val_ds is not None, steps=steps, history=previous)
+            callbacks = _callbacks(
+                config,
+                out,
+                has_validation=val_ds is not None,
+                steps=steps,
+                history=previous,
+                private=plan.privacy is not None,
+            )
             if ledger_cb is not None:
                 callbacks.insert(0, ledger_cb)  # first, so epsilon is in the logs the others see
             checkpointer = None
@@ -262,6 +290,7 @@ def train(
                     optimizer=model.optimizer,
                     ledger=ledger_cb.ledger if ledger_cb is not None else None,
                     history=previous,
+                    keys=COVERED_HISTORY if config.dp_outputs_only else None,
                 )
                 callbacks.insert(1 if ledger_cb is not None else 0, checkpointer)
             history = model.fit(
@@ -297,12 +326,63 @@ def train(
             if ledger_cb is not None:
                 ledger_cb.ledger.save(out)
             write_json(out / "run.json", run_record(config, plan, result))
+            if plan.privacy is not None and not config.dp_outputs_only:
+                write_json(out / DIAGNOSTICS, diagnostics_record(result))
             resume.finish(out)
     finally:
         apply_precision("float32")
         if target != Path(run_dir):
             shutil.rmtree(target.parent, ignore_errors=True)
     return result
+
+
+#: Per-epoch values of a DP run that the ledger covers (epsilon is computed from the ledger alone).
+COVERED_HISTORY: tuple[str, ...] = ("epsilon",)
+DIAGNOSTICS = "diagnostics.json"
+DIAGNOSTIC_NOTE = (
+    "Computed on private examples (training batches, the validation split) WITHOUT noise: not covered by the "
+    "privacy ledger or its epsilon. Do not publish these beside a DP model; --dp-outputs-only does not produce them."
+)
+
+
+def covered_history(history: dict[str, list[float]]) -> dict[str, list[float]]:
+    """The per-epoch values the ledger covers."""
+    return {k: v for k, v in history.items() if k in COVERED_HISTORY}
+
+
+def diagnostics_record(result: TrainResult) -> dict[str, Any]:
+    """``diagnostics.json`` of a DP run: per-epoch training/validation metrics, labelled as not covered."""
+    return {
+        "covered_by_privacy_ledger": False,
+        "note": DIAGNOSTIC_NOTE,
+        "history": {k: v for k, v in result.history.items() if k not in COVERED_HISTORY},
+    }
+
+
+def outputs_record(config: TrainConfig, plan: Plan, *, private: bool) -> dict[str, Any]:
+    """Which outputs of the run directory epsilon covers (see docs/privacy.md)."""
+    if not private:
+        return {"dp_outputs_only": False, "covered_by_epsilon": [], "not_covered": ["everything: no DP"]}
+    has_validation = config.validation_fraction > 0 and not config.dp_outputs_only
+    covered = [
+        "model.keras (the final weights)",
+        "privacy_ledger.json",
+        "run.json history.epsilon and privacy",
+        "run.json metrics (the test split, held out from training and treated as public)",
+    ]
+    not_covered = []
+    if not config.dp_outputs_only:
+        not_covered.append(f"{DIAGNOSTICS}: {DIAGNOSTIC_NOTE}")
+        if config.tensorboard:
+            not_covered.append("tensorboard/: un-noised training (and validation) loss and accuracy")
+    if selects_checkpoint(config, has_validation=has_validation, private=True):
+        not_covered.append(
+            "checkpoints/best.weights.h5: the epoch with the lowest un-noised validation loss (a choice made on "
+            "validation examples, which the ledger does not cover)"
+        )
+    scanned = list(plan.dataset.info.read_from_data)
+    not_covered += [f"dataset {name}: read from the data itself (no public metadata declared it)" for name in scanned]
+    return {"dp_outputs_only": config.dp_outputs_only, "covered_by_epsilon": covered, "not_covered": not_covered}
 
 
 def engine_name(model: tf.keras.Model) -> str:
@@ -367,6 +447,7 @@ def run_record(config: TrainConfig, plan: Plan, result: TrainResult) -> dict[str
         "seconds": round(result.seconds, 3),
         "metrics": result.metrics,
         "privacy": result.privacy,
-        "history": result.history,
+        "history": covered_history(result.history) if result.privacy is not None else result.history,
+        "outputs": outputs_record(config, plan, private=result.privacy is not None),
         "versions": versions(),
     }
