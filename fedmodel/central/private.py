@@ -18,12 +18,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import dp_accounting
 import numpy as np
 import tensorflow as tf
 
 from fedmodel.central.config import TrainConfig
 from fedmodel.errors import ConfigError
 from fedmodel.privacy import randomness
+from fedmodel.privacy.accounting import PoissonSampling
 from fedmodel.privacy.dp_plan import PrivatePlan
 from fedmodel.privacy.dpsgd import DPSGDConfig, DPSGDModel
 from fedmodel.privacy.ledger import PrivacyLedger
@@ -90,9 +92,9 @@ class LedgerCallback(tf.keras.callbacks.Callback):
         self.epoch = epoch + 1
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        self.ledger.record(
-            noise_multiplier=self.noise_multiplier,
-            sampling_rate=self.plan.sampling_rate,
+        self.ledger.record_release(
+            dp_accounting.GaussianDpEvent(self.noise_multiplier),
+            PoissonSampling(self.plan.sampling_rate),
             epoch=self.epoch,
         )
         if self.ledger.steps >= self.plan.max_steps:

@@ -26,6 +26,7 @@ from fedmodel import zoo
 from fedmodel.federated.config import FederatedConfig
 from fedmodel.federated.shards import Shard
 from fedmodel.metrics import classification_metrics
+from fedmodel.privacy.accounting import PoissonSampling
 from fedmodel.privacy.dpsgd import DPSGDConfig, DPSGDModel
 from fedmodel.privacy.ledger import PrivacyLedger
 from fedmodel.privacy.mechanism import GaussianMechanism
@@ -171,8 +172,7 @@ class LocalTrainer:
             data = poisson_batches(shard.x_train, shard.y_train, sampling_rate=q)
             history = self.trainable.fit(data, epochs=1, steps_per_epoch=steps, verbose=0)
             if ledger is not None:
-                z = self.trainable.mechanism.noise_multiplier
-                ledger.record(noise_multiplier=z, sampling_rate=q, count=steps)
+                ledger.record_release(self.trainable.mechanism.event(), PoissonSampling(q), count=steps)
             metrics = {f"train_{k}": float(v[-1]) for k, v in history.history.items() if k in ("loss", "accuracy")}
         else:
             loss, accuracy = self._epochs_fn(
