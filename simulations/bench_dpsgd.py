@@ -10,7 +10,7 @@ milliseconds of one ``model.fit`` step on random data, and its ratio to the non-
   lstm: its replacement LSTM call with ``x W + b`` before the time loop), to separate what the
   replacement call itself saves from what DP costs. Other models call every layer as Keras does: not
   measured twice.
-* ``fedmodel DPSGDModel``: :class:`fedmodel.privacy.dpsgd.DPSGDModel` with ``engine="auto"``; the row says
+* ``fedmodel DPSGDModel``: :class:`fedmodel.privacy.engine.dpsgd.DPSGDModel` with ``engine="auto"``; the row says
   which engine ran (``fast`` per-layer taps or ``vectorized``).
 * ``tfp DPKerasSGDOptimizer``: tensorflow-privacy's DP optimizer, ``num_microbatches = batch``
   (one microbatch per example, as DP-SGD needs) and a loss with ``Reduction.NONE``.
@@ -62,9 +62,9 @@ import tensorflow_privacy as tfp
 from tensorflow_privacy.privacy.fast_gradient_clipping import layer_registry
 from tensorflow_privacy.privacy.keras_models import dp_keras_model
 
-from fedmodel.privacy.dpsgd import DPSGDConfig, DPSGDModel
+from fedmodel.privacy.engine.dpsgd import DPSGDConfig, DPSGDModel
+from fedmodel.privacy.engine.taps import TappedForward, model_taps
 from fedmodel.privacy.mechanism import GaussianMechanism
-from fedmodel.privacy.taps import TappedForward, model_taps
 from fedmodel.zoo import available_models, build_model, get_spec
 
 # Each implementation runs in a fresh process forked from a server that has already imported TensorFlow:

@@ -27,10 +27,10 @@ from fedmodel.errors import ConfigError
 from fedmodel.privacy import randomness
 from fedmodel.privacy.accounting import PoissonSampling
 from fedmodel.privacy.dp_plan import PrivatePlan
-from fedmodel.privacy.dpsgd import DPSGDConfig, DPSGDModel
+from fedmodel.privacy.engine.batches import poisson_batches, shuffled_batches
+from fedmodel.privacy.engine.dpsgd import DPSGDConfig, DPSGDModel
 from fedmodel.privacy.ledger import PrivacyLedger
 from fedmodel.privacy.mechanism import GaussianMechanism
-from fedmodel.privacy.sampling import poisson_batches, shuffled_batches
 
 
 def new_ledger(plan: PrivatePlan, *, steps_per_epoch: int) -> PrivacyLedger:

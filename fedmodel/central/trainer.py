@@ -35,7 +35,7 @@ from fedmodel.central.strategy import apply_precision, float32_outputs, make_str
 from fedmodel.errors import ConfigError
 from fedmodel.metrics import classification_metrics
 from fedmodel.privacy.accounting import ACCOUNTANTS
-from fedmodel.privacy.dpsgd import DPSGDModel
+from fedmodel.privacy.engine.dpsgd import DPSGDModel
 from fedmodel.rundir import check_new_run_dir, staged_run_dir, versions, write_json
 
 

@@ -27,10 +27,10 @@ from fedmodel.federated.config import FederatedConfig
 from fedmodel.federated.shards import Shard
 from fedmodel.metrics import classification_metrics
 from fedmodel.privacy.accounting import PoissonSampling
-from fedmodel.privacy.dpsgd import DPSGDConfig, DPSGDModel
+from fedmodel.privacy.engine.batches import poisson_batches
+from fedmodel.privacy.engine.dpsgd import DPSGDConfig, DPSGDModel
 from fedmodel.privacy.ledger import PrivacyLedger
 from fedmodel.privacy.mechanism import GaussianMechanism
-from fedmodel.privacy.sampling import poisson_batches
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,9 +9,13 @@ Vocabulary:
 - **DpEvent**: dp-accounting's description of what ran; a **ledger** composes the events of a run.
 - **accountant**: turns events into epsilon at a delta (``"rdp"`` or ``"pld"``).
 
-Modules: ``accounting`` (events -> epsilon), ``ledger`` (what ran; budget checks), ``calibration``
+Modules: ``accounting`` (events -> epsilon; ``gaussian``, its closed-form Gaussian epsilon, and
+``rdp_repair``, its RDP check for tiny ``q``), ``ledger`` (what ran; budget checks), ``calibration``
 (noise for a target epsilon), ``budget`` (plans), ``report`` (tables, Markdown, plots), ``budget_cli``
-(the ``fedmodel budget`` command). This package imports neither TensorFlow nor the DP-SGD engine;
-import the submodules you need (``from fedmodel.privacy.ledger import PrivacyLedger``).
+(the ``fedmodel budget`` command), ``dp_plan``, ``config`` and ``sampling_math`` (settings and their
+arithmetic), ``mechanism`` (the Gaussian mechanism and its event), ``randomness`` (OS-entropy noise
+sources). None of these imports TensorFlow (``tests/privacy/test_layout.py`` checks it); the TensorFlow
+DP-SGD engine is the subpackage :mod:`fedmodel.privacy.engine`. This package imports no submodule;
+import the ones you need (``from fedmodel.privacy.ledger import PrivacyLedger``).
 See ``docs/privacy.md``.
 """

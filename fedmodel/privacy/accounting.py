@@ -56,9 +56,10 @@ import numpy as np
 from dp_accounting import pld, rdp
 from dp_accounting.pld import privacy_loss_distribution
 from dp_accounting.rdp import rdp_privacy_accountant
-from scipy import special
 
 from fedmodel.errors import ConfigError
+from fedmodel.privacy import gaussian, rdp_repair
+from fedmodel.privacy.rdp_repair import RDP_TOLERANCE as RDP_TOLERANCE  # re-exported: per_step_rdp's tolerance
 
 AccountantName = Literal["rdp", "pld"]
 ACCOUNTANTS: tuple[AccountantName, ...] = get_args(AccountantName)
@@ -73,14 +74,6 @@ PLD_DISCRETIZATION = 1e-4
 
 #: The RDP orders used (dp-accounting's defaults).
 RDP_ORDERS: tuple[float, ...] = tuple(float(a) for a in rdp_privacy_accountant.DEFAULT_RDP_ORDERS)
-
-#: Relative tolerance within which dp-accounting's RDP of a Poisson-subsampled Gaussian is accepted
-#: against the cancellation-free recomputation (see :func:`per_step_rdp`).
-RDP_TOLERANCE = 1e-9
-
-#: dp-accounting's RDP at a fractional order is kept only where ``log A_a`` is at least this: its sums
-#: then lose at most about 1e-6 relative to round-off (measured against 60-digit mpmath quadrature).
-_FRACTIONAL_FLOOR = 1e-7
 
 _T = TypeVar("_T")
 
@@ -443,16 +436,10 @@ def _rdp_of(
 def per_step_rdp(*, noise_multiplier: float, sampling_rate: float, orders: Sequence[float] = RDP_ORDERS) -> np.ndarray:
     """RDP of one Poisson-subsampled Gaussian step at ``orders`` (read-only array, cached).
 
-    dp-accounting's values, checked order by order (they lose accuracy to round-off for tiny ``q`` with
-    large ``z``, where their sums cancel down to about 1e-16, to 0, or below 0):
-
-    - an integer order against a cancellation-free recomputation, the binomial sum of Mironov, Talwar &
-      Zhang 2019 (https://arxiv.org/abs/1908.10530, Sec. 3.3) rewritten around 1,
-      ``A_a - 1 = sum_{i>=2} C(a, i) q^i (1-q)^(a-i) expm1((i^2 - i) / (2 z^2))``, every term >= 0; the
-      recomputed value replaces it when they differ by more than :data:`RDP_TOLERANCE` relative;
-    - a fractional order is kept when it lies within the bounds that log-convexity of ``A_a`` in ``a``
-      gives and ``log A_a >= 1e-7``; otherwise it is replaced by the upper bound, the chord between the
-      neighbouring integer orders (as Wang et al. 2019, Cor. 10, interpolate).
+    dp-accounting's values, checked order by order against a cancellation-free recomputation (they lose
+    accuracy to round-off for tiny ``q`` with large ``z``): integer orders are replaced when they differ by
+    more than :data:`RDP_TOLERANCE` relative, suspect fractional orders by the log-convexity upper bound
+    (see :mod:`fedmodel.privacy.rdp_repair`).
 
     So every value is dp-accounting's (exactly, in ordinary regimes) or an upper bound.
     """
@@ -465,54 +452,9 @@ def _per_step_rdp(z: float, q: float, orders: tuple[float, ...]) -> np.ndarray:
     acc.compose(_step_event(z, q))
     values = acc.rdp
     if 0 < q < 1 and z > 0:
-        values = _checked_poisson_rdp(values, z, q, orders)
+        values = rdp_repair.checked_poisson_rdp(values, z, q, orders)
     values.setflags(write=False)
     return values
-
-
-def _checked_poisson_rdp(values: np.ndarray, z: float, q: float, orders: tuple[float, ...]) -> np.ndarray:
-    """dp-accounting's per-step RDP, each order checked and, where it fails, replaced (see per_step_rdp)."""
-    log_a = functools.cache(lambda a: _log_a_int(q, z, a))  # log A_a at integer a (log A_1 = 0)
-    out = np.array(values, dtype=np.float64)
-    for k, (a, v) in enumerate(zip(orders, values, strict=True)):
-        if a.is_integer():
-            exact = log_a(int(a)) / (a - 1)
-            if not (v == exact or abs(v - exact) <= RDP_TOLERANCE * abs(exact)):
-                out[k] = exact
-            continue
-        lo, t = math.floor(a), a - math.floor(a)
-        upper = ((1 - t) * log_a(lo) + t * log_a(lo + 1)) / (a - 1)  # chord of a convex function
-        lower = 0.0  # the chord over [lo - 1, lo], extended beyond lo, lies below a convex function
-        if lo > 1:
-            lower = (log_a(lo) + t * (log_a(lo) - log_a(lo - 1))) / (a - 1)
-        trusted = (a - 1) * v >= _FRACTIONAL_FLOOR and lower * (1 - RDP_TOLERANCE) <= v <= upper * (1 + RDP_TOLERANCE)
-        if not trusted:
-            out[k] = upper
-    if np.array_equal(out, values):
-        return out
-    # RDP grows with the order, so a bound at a higher order bounds every lower one: keep the smallest
-    by_order = np.argsort(orders)
-    out[by_order] = np.minimum.accumulate(out[by_order][::-1])[::-1]
-    return out
-
-
-def _log_a_int(q: float, z: float, alpha: int) -> float:
-    """``log A_alpha`` of the Poisson-subsampled Gaussian at integer ``alpha >= 1``, without cancellation."""
-    if alpha <= 1:
-        return 0.0
-    i = np.arange(2, alpha + 1, dtype=np.float64)
-    x = (i * i - i) / (2 * z * z)
-    log_expm1 = x + np.log(-np.expm1(-x))  # log(exp(x) - 1), stable for small and large x
-    log_terms = (
-        special.gammaln(alpha + 1)
-        - special.gammaln(i + 1)
-        - special.gammaln(alpha - i + 1)
-        + i * math.log(q)
-        + (alpha - i) * math.log1p(-q)
-        + log_expm1
-    )
-    log_a_minus_1 = float(special.logsumexp(log_terms))
-    return float(np.logaddexp(0.0, log_a_minus_1))  # log(1 + (A - 1))
 
 
 def per_step_rdp_fixed_size(
@@ -633,39 +575,10 @@ def _pld_composed(z: float, q: float, count: int, interval: float) -> privacy_lo
 def gaussian_epsilon(*, noise_multiplier: float, delta: float) -> float:
     """Exact epsilon at ``delta`` of one Gaussian mechanism with noise std / sensitivity ``noise_multiplier``.
 
-    The privacy profile of the Gaussian mechanism with ``s`` = std / sensitivity is
-    ``delta(eps) = Phi(-eps s + 1/(2 s)) - exp(eps) Phi(-eps s - 1/(2 s))`` (Balle & Wang 2018,
-    "Improving the Gaussian mechanism", https://arxiv.org/abs/1805.06530, Thm. 8), decreasing in
-    ``eps``. The answer is the smallest ``eps >= 0`` with ``delta(eps) <= delta``, found by bisection in
-    float64 (log-space with ``scipy.special.log_ndtr``) and returned from the side where the condition
-    holds as computed. ``T`` Gaussian steps with multiplier ``z`` are one with ``z / sqrt(T)``.
+    Closed form of Balle & Wang 2018 (https://arxiv.org/abs/1805.06530, Thm. 8), see
+    :func:`fedmodel.privacy.gaussian.gaussian_epsilon`; the arguments are checked here first.
     """
-    s = check_noise_multiplier(noise_multiplier)
-    log_target = math.log(check_delta(delta))
-    if s == 0:
-        return math.inf
-
-    def excess(eps: float) -> float:  # log delta(eps) - log delta: > 0 where eps is too small
-        la = float(special.log_ndtr(-eps * s + 0.5 / s))
-        lb = float(special.log_ndtr(-eps * s - 0.5 / s))
-        ratio = eps + lb - la  # log of exp(eps) Phi(b) / Phi(a), < 0
-        if ratio >= 0:  # round-off at a huge eps: delta(eps) is 0 to float precision
-            return -math.inf
-        return la + math.log(-math.expm1(ratio)) - log_target
-
-    if excess(0.0) <= 0:
-        return 0.0
-    lo, hi = 0.0, 1.0
-    while excess(hi) > 0:
-        lo, hi = hi, 2 * hi
-        if hi > 1e300:  # no finite epsilon to report: infinity is the (trivially valid) answer
-            return math.inf
-    for _ in range(200):  # invariant: excess(lo) > 0 >= excess(hi)
-        mid = 0.5 * (lo + hi)
-        if mid in (lo, hi) or hi - lo <= 1e-13 * hi:
-            break
-        lo, hi = (lo, mid) if excess(mid) <= 0 else (mid, hi)
-    return hi
+    return gaussian.gaussian_epsilon(check_noise_multiplier(noise_multiplier), check_delta(delta))
 
 
 def _compose(acc: dp_accounting.PrivacyAccountant, event: dp_accounting.DpEvent) -> None:

@@ -8,7 +8,7 @@ is ``clip``, so one release is a ``GaussianDpEvent(noise_multiplier)`` (dp-accou
 noise std divided by sensitivity).
 
 :class:`GaussianMechanism` is validated once, at construction, and is the only place the pair
-``(noise_multiplier, clip)`` is checked. DP-SGD (``fedmodel.privacy.dpsgd``), client-level DP
+``(noise_multiplier, clip)`` is checked. DP-SGD (``fedmodel.privacy.engine.dpsgd``), client-level DP
 (``fedmodel.federated.client_dp``) and local DP all hold one; each release returns the mechanism's
 :meth:`~GaussianMechanism.event`, and the privacy ledger records that event, never a configuration field.
 

@@ -164,7 +164,7 @@ def float32_group_norm(model: tf.keras.Model) -> tf.keras.Model:
 
     Keras' GroupNormalization computes its mean and variance in its compute dtype. In bfloat16 that
     rounding changes with the rest of the batch, so one example's output depends on the others: DP-SGD's
-    per-example bound then fails (:func:`fedmodel.privacy.dpsgd.check_precision` refuses such layers),
+    per-example bound then fails (:func:`fedmodel.privacy.engine.dpsgd.check_precision` refuses such layers),
     and the statistics lose precision anyway (as Keras' LayerNormalization, which casts to float32).
     A model without a 16-bit GroupNormalization is returned as it is.
     """

@@ -125,7 +125,7 @@ def test_the_tfp_engine_noise_does_not_follow_the_seed() -> None:
 def test_the_ledger_records_the_noise_the_model_applies_not_the_plan(tmp_path: Path) -> None:
     from fedmodel import zoo
     from fedmodel.central import private
-    from fedmodel.privacy.dpsgd import DPSGDConfig, DPSGDModel
+    from fedmodel.privacy.engine.dpsgd import DPSGDConfig, DPSGDModel
     from fedmodel.privacy.mechanism import GaussianMechanism
 
     config = TrainConfig(

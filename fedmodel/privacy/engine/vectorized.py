@@ -1,6 +1,6 @@
 """Generic per-example gradients with ``tf.vectorized_map``: works for every model, costs more.
 
-The fast engine (:mod:`fedmodel.privacy.per_example`) covers Dense, Conv2D, Embedding and the
+The fast engine (:mod:`fedmodel.privacy.engine.per_example`) covers Dense, Conv2D, Embedding and the
 normalization layers; this engine covers the rest (LSTM, attention, custom layers) by computing one
 gradient per example, vectorized across the batch inside the compiled step.
 """

@@ -3,7 +3,7 @@
 An LSTM's gates at step ``t`` are ``z_t = x_t W + h_{t-1} U + b``: a Dense layer applied to the
 concatenation ``[x_t, h_{t-1}]`` with weights ``[W; U]``. So each example's gradients are
 ``sum_t [x_t, h_{t-1}]^T dz_t`` (and ``sum_t dz_t`` for the bias), and the Dense machinery of
-:mod:`fedmodel.privacy.per_example` gives their norms (ghost norms through per-example Gram matrices over
+:mod:`fedmodel.privacy.engine.per_example` gives their norms (ghost norms through per-example Gram matrices over
 time) and clipped sums, once ``dz`` is known.
 
 ``dz`` lives inside the recurrence, so the tap replaces the layer's call with the same arithmetic written
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from fedmodel.privacy.per_example import Grads, LayerTap, as_sequence, matmul_clipped_sum, matmul_sq_norms
+from fedmodel.privacy.engine.per_example import Grads, LayerTap, as_sequence, matmul_clipped_sum, matmul_sq_norms
 
 
 def _covered(layer: tf.keras.layers.LSTM) -> bool:

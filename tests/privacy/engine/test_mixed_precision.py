@@ -19,7 +19,7 @@ import tensorflow as tf
 from fedmodel import zoo
 from fedmodel.central.strategy import apply_precision, float32_outputs
 from fedmodel.errors import ConfigError
-from fedmodel.privacy.dpsgd import ClippedSum, DPSGDConfig, DPSGDModel, per_example_loss
+from fedmodel.privacy.engine.dpsgd import ClippedSum, DPSGDConfig, DPSGDModel, per_example_loss
 from fedmodel.privacy.mechanism import GaussianMechanism
 
 LOSS = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fedmodel.privacy.per_example import _conv_tap_plain, _patches
+from fedmodel.privacy.engine.per_example import _conv_tap_plain, _patches
 
 CASES = [
     case

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from fedmodel import zoo
 from fedmodel.central.strategy import make_strategy, split_cpu
-from fedmodel.privacy.dpsgd import DPSGDConfig, DPSGDModel
+from fedmodel.privacy.engine.dpsgd import DPSGDConfig, DPSGDModel
 from fedmodel.privacy.mechanism import GaussianMechanism
 
 

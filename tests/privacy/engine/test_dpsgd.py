@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedmodel import zoo
-from fedmodel.privacy.dpsgd import ClippedSum, DPSGDConfig, DPSGDModel, per_example_loss
+from fedmodel.privacy.engine.dpsgd import ClippedSum, DPSGDConfig, DPSGDModel, per_example_loss
 from fedmodel.privacy.mechanism import GaussianMechanism
 
 LOSS = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)

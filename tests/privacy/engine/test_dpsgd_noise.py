@@ -19,7 +19,7 @@ import tensorflow as tf
 from fedmodel import zoo
 from fedmodel.errors import ConfigError
 from fedmodel.privacy import randomness
-from fedmodel.privacy.dpsgd import DPSGDConfig, DPSGDModel, add_noise, gaussian_noise
+from fedmodel.privacy.engine.dpsgd import DPSGDConfig, DPSGDModel, add_noise, gaussian_noise
 from fedmodel.privacy.mechanism import GaussianMechanism
 
 LOSS = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)

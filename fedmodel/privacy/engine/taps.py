@@ -1,6 +1,6 @@
 """Which layers the fast engine taps, and the forward pass that exposes what the taps need.
 
-:func:`model_taps` finds a :class:`~fedmodel.privacy.per_example.LayerTap` for every trainable layer of a
+:func:`model_taps` finds a :class:`~fedmodel.privacy.engine.per_example.LayerTap` for every trainable layer of a
 model (or says which it cannot); :class:`TappedForward` runs the model once and returns its logits with
 each tapped layer's input and the tensor whose gradient the tap reads. A functional model with no
 replaced calls runs as one Keras model with extra outputs; a model with an LSTM runs layer by layer, which
@@ -13,9 +13,9 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from fedmodel.privacy import per_example
-from fedmodel.privacy.per_example import LayerTap
-from fedmodel.privacy.recurrent import lstm_tap
+from fedmodel.privacy.engine import per_example
+from fedmodel.privacy.engine.per_example import LayerTap
+from fedmodel.privacy.engine.recurrent import lstm_tap
 
 
 def tap_for(layer: tf.keras.layers.Layer) -> LayerTap | None:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fedmodel.privacy.sampling import poisson_batches, shuffled_batches
+from fedmodel.privacy.engine.batches import poisson_batches, shuffled_batches
 
 N = 200
 X = np.arange(N, dtype=np.float32)[:, None]

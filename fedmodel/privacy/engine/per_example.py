@@ -12,7 +12,7 @@ Vocabulary (after Goodfellow 2015, Li et al. 2022 "ghost clipping", Bu et al. 20
 
 A :class:`LayerTap` describes one layer whose per-example gradients this module can compute. Models whose
 trainable layers are all tappable run DP-SGD at close to the cost of a non-private step; other models use the
-generic vectorized engine (:mod:`fedmodel.privacy.vectorized`).
+generic vectorized engine (:mod:`fedmodel.privacy.engine.vectorized`).
 """
 
 from __future__ import annotations

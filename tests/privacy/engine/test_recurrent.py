@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fedmodel.privacy.dpsgd import ClippedSum, per_example_loss
-from fedmodel.privacy.recurrent import lstm_forward
-from fedmodel.privacy.taps import chain_layers, model_taps, unsupported_layers
+from fedmodel.privacy.engine.dpsgd import ClippedSum, per_example_loss
+from fedmodel.privacy.engine.recurrent import lstm_forward
+from fedmodel.privacy.engine.taps import chain_layers, model_taps, unsupported_layers
 
 LOSS = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 

@@ -37,9 +37,9 @@ import tensorflow as tf
 
 from fedmodel.errors import ConfigError
 from fedmodel.privacy import randomness
-from fedmodel.privacy import taps as layer_taps
+from fedmodel.privacy.engine import taps as layer_taps
+from fedmodel.privacy.engine.vectorized import clip_factors, vectorized_clipped_sum
 from fedmodel.privacy.mechanism import GaussianMechanism
-from fedmodel.privacy.vectorized import clip_factors, vectorized_clipped_sum
 
 Engine = Literal["auto", "fast", "vectorized"]
 ENGINES: tuple[str, ...] = (*get_args(Engine), "tfp")
