@@ -405,7 +405,7 @@ def privacy_summary(callback: private.LedgerCallback, model: tf.keras.Model) -> 
     return {
         "unit": "example",
         "epsilon": {
-            name: ledger.epsilon(delta, name) if spent else (0.0 if not ledger.steps else float("inf"))
+            name: _epsilon_or_reason(ledger, delta, name) if spent else (0.0 if not ledger.steps else float("inf"))
             for name in ACCOUNTANTS
         },
         "delta": delta,
@@ -423,6 +423,15 @@ def privacy_summary(callback: private.LedgerCallback, model: tf.keras.Model) -> 
         "engine": engine_name(model),
         "warnings": list(plan.warnings),
     }
+
+
+def _epsilon_or_reason(ledger: Any, delta: float, name: Any) -> float | str:
+    from fedmodel.privacy.accounting import AccountingError
+
+    try:
+        return float(ledger.epsilon(delta, name))
+    except AccountingError as err:
+        return f"n/a: {err}"
 
 
 def run_record(config: TrainConfig, plan: Plan, result: TrainResult) -> dict[str, Any]:

@@ -42,7 +42,7 @@ from fedmodel.federated.local import TrainerKey, trainer_for
 from fedmodel.federated.shards import dataset_for
 from fedmodel.federated.strategies import make_strategy
 from fedmodel.federated.weights import same_shapes
-from fedmodel.privacy.accounting import AccountantName
+from fedmodel.privacy.accounting import AccountantName, AccountingError
 from fedmodel.privacy.ledger import PrivacyLedger, remaining_steps
 from fedmodel.rundir import versions, write_json
 
@@ -333,7 +333,18 @@ def round_diagnostics(
     return diag
 
 
-def privacy_record(config: FederatedConfig, state: ServerState) -> dict[str, Any] | None:
+def ledger_epsilons(ledger: PrivacyLedger, delta: float, *, everything: bool) -> dict[str, float | str]:
+    """Epsilon per accountant (the budget accountant only during the run); a failing accountant says why."""
+    out: dict[str, float | str] = {}
+    for name in ledger.accountants if everything else (BUDGET_ACCOUNTANT,):
+        try:
+            out[name] = ledger.epsilon(delta, name)
+        except AccountingError as err:
+            out[name] = f"n/a: {err}"
+    return out
+
+
+def privacy_record(config: FederatedConfig, state: ServerState, *, final: bool = True) -> dict[str, Any] | None:
     """The ``privacy`` section of run.json: what the ledger says (client-level DP) and local DP's worst client."""
     out: dict[str, Any] = {}
     if state.ledger is not None:
@@ -343,7 +354,7 @@ def privacy_record(config: FederatedConfig, state: ServerState) -> dict[str, Any
             {
                 "unit": "client",
                 "adjacency": ledger.adjacency,
-                "epsilon": {a: ledger.epsilon(config.delta, a) for a in ledger.accountants} if ledger.steps else {},
+                "epsilon": ledger_epsilons(ledger, config.delta, everything=final) if ledger.steps else {},
                 "delta": config.delta,
                 "noise_multiplier": config.dp_noise,
                 "effective_noise_multiplier": event.noise_multiplier if event is not None else None,
@@ -403,7 +414,7 @@ def write_summary(run_dir: Path, config: FederatedConfig, state: ServerState, *,
             "rounds": state.history,
             "final": state.history[-1] if state.history else None,
             "test_metrics": state.final_metrics,
-            "privacy": privacy_record(config, state),
+            "privacy": privacy_record(config, state, final=final),
             "outputs": outputs_record(config),
             "reply_audit": {
                 "records": sorted(state.seen["records"]),

@@ -549,6 +549,8 @@ def _pld_epsilon(event: dp_accounting.DpEvent, delta: float, interval: float) ->
         if inverse_variance == 0:
             return 0.0
         return gaussian_epsilon(noise_multiplier=inverse_variance**-0.5, delta=delta)
+    for z, _, _ in subsampled:
+        _check_pld_size(z, interval)
     parts = [_pld_composed(z, q, count, interval) for z, q, count in subsampled]
     if inverse_variance > 0:  # mixed with un-subsampled steps: their one Gaussian as a PLD too
         parts.append(_pld_step(inverse_variance**-0.5, 1.0, interval))
@@ -556,6 +558,25 @@ def _pld_epsilon(event: dp_accounting.DpEvent, delta: float, interval: float) ->
     for p in parts[1:]:
         total = total.compose(p)
     return float(total.get_epsilon_for_delta(delta))
+
+
+#: Most grid points one PLD step may need; beyond it the pld accountant refuses (memory and minutes).
+MAX_PLD_POINTS = 4_000_000
+_PLD_TAIL_SIGMAS = 16.6  # dp-accounting's Gaussian PLD spans about +-8.3 standard deviations
+
+
+def _check_pld_size(z: float, interval: float) -> None:
+    """Fail fast (AccountingError) where one step's privacy-loss grid would exceed :data:`MAX_PLD_POINTS`.
+
+    The loss of a Gaussian step spans about ``16.6 / z`` nats, so a tiny noise multiplier needs a huge grid
+    (z = 0.01 at interval 1e-4: about 1.7e7 points per step, gigabytes once composed).
+    """
+    points = _PLD_TAIL_SIGMAS / (z * interval)
+    if points > MAX_PLD_POINTS:
+        raise AccountingError(
+            f"the pld accountant would need about {points:.2g} grid points per step for noise multiplier {z:g} "
+            f"at interval {interval:g} (limit {MAX_PLD_POINTS:.0e}); use the rdp accountant"
+        )
 
 
 @functools.lru_cache(maxsize=32)

@@ -153,7 +153,16 @@ def run_summary(
         raise ConfigError(f"privacy ledger {ledger_path} records no steps")
     bounds = _thin(ledger.boundaries(), RUN_CURVE_POINTS)
     accuracy = _accuracy(root / RUN_FILE)
-    curves = {n: dict(ledger.epsilon_curve(d, n, [s for _, s in bounds])) for n in names}
+    curves: dict[str, dict[int, float]] = {}
+    skipped: list[str] = []
+    for n in names:
+        try:
+            curves[n] = dict(ledger.epsilon_curve(d, n, [s for _, s in bounds]))
+        except AccountingError as err:
+            if accountants is not None:  # asked for by name: say so as an error
+                raise
+            skipped.append(f"{n} accountant skipped: {err}")
+    names = tuple(n for n in names if n in curves)
     curve = []
     for at, s in bounds:
         point: dict[str, Any] = {"at": at, "steps": s, "epsilon": {n: curves[n][s] for n in names}}
@@ -161,7 +170,7 @@ def run_summary(
             point["accuracy"] = accuracy[at]
         curve.append(point)
     epsilon = {n: ledger.epsilon(d, n) for n in names}
-    warnings = [w for w in [warn_delta(d, ledger.population, unit=ledger.unit)] if w]
+    warnings = [w for w in [warn_delta(d, ledger.population, unit=ledger.unit)] if w] + skipped
     if any(e.noise_multiplier == 0 for e in ledger.entries):
         warnings.append("some steps ran with noise_multiplier=0: the run is not differentially private")
     return {

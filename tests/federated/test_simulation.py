@@ -72,13 +72,14 @@ def test_ledger_matches_fedmodel_budget_for_the_same_schedule(runs: tuple) -> No
     _, first, _ = runs
     proc = subprocess.run(
         [sys.executable, "-m", "fedmodel.cli", "budget", "--clients", "6", "--clients-per-round", "3", "--rounds", "3",
-         "--noise-multiplier", "0.01", "--delta", "1e-3", "--format", "json"],
+         "--noise-multiplier", "0.01", "--delta", "1e-3", "--accountant", "rdp", "--format", "json"],
         capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True,
     )  # fmt: skip
     budget = json.loads(proc.stdout)
     assert first["privacy"]["rounds"] == 3 and first["privacy"]["sampling"] == "poisson"
-    for accountant in ("rdp", "pld"):
-        assert first["privacy"]["epsilon"][accountant] == pytest.approx(budget["epsilon"][accountant], rel=1e-9)
+    assert first["privacy"]["epsilon"]["rdp"] == pytest.approx(budget["epsilon"]["rdp"], rel=1e-9)
+    # Noise 0.01 is far too small for a PLD grid at 1e-4: the run says so instead of running out of memory.
+    assert str(first["privacy"]["epsilon"]["pld"]).startswith("n/a: the pld accountant would need")
 
 
 def test_restart_resumes_the_round_count_and_the_ledger(runs: tuple) -> None:  # type: ignore[type-arg]

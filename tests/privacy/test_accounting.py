@@ -406,3 +406,13 @@ def test_fixed_size_zero_noise_is_infinite() -> None:
 def test_bad_sampling_raises_config_error(make: object, named: str) -> None:
     with pytest.raises(ConfigError, match=named):
         make()  # type: ignore[operator]
+
+
+def test_pld_refuses_a_grid_too_large_for_memory_in_one_line() -> None:
+    # z = 0.01 at interval 1e-4 needs ~1.7e7 points per step: minutes and gigabytes; refused at once.
+    from fedmodel.privacy.accounting import AccountingError, dp_event, epsilon
+
+    event = dp_event(noise_multiplier=0.01, sampling_rate=0.5, steps=3)
+    with pytest.raises(AccountingError, match="use the rdp accountant"):
+        epsilon(event, delta=1e-3, accountant="pld")
+    assert epsilon(event, delta=1e-3, accountant="rdp") > 0
