@@ -67,7 +67,7 @@ def write_report(run_dir: str | Path) -> list[Path]:
     ]
     privacy = record.get("privacy")
     if privacy:
-        eps = ", ".join(f"{v:.4f} ({k})" for k, v in privacy.get("epsilon", {}).items())
+        eps = ", ".join(f"{_cell(v)} ({k})" for k, v in privacy.get("epsilon", {}).items())
         if "rounds" in privacy:
             lines += [
                 f"- client-level DP: epsilon {eps} at delta {privacy['delta']} after {privacy['rounds']} rounds; "

@@ -79,3 +79,19 @@ def test_fixed_size_rounds_are_accounted_with_the_without_replacement_bound() ->
     )  # replace-one: the clipped sum moves by up to 2C, so the Gaussian's multiplier is z / 2
     assert state.ledger.epsilon(1e-5, "rdp") == pytest.approx(reference.get_epsilon(1e-5), rel=1e-9)
     assert "without replacement" in str(privacy_record(config, state))
+
+
+def test_the_report_renders_an_accountant_that_could_not_answer(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from fedmodel.federated.report import write_report
+
+    record = {
+        "config": {"model": "mlp"},
+        "rounds": [{"round": 1, "loss": 1.0, "accuracy": 0.5, "epsilon": 2.0, "sampled": 3}],
+        "privacy": {"epsilon": {"rdp": 2.0, "pld": "n/a: too small a noise"}, "delta": 1e-3, "rounds": 1},
+        "rounds_run": 1,
+    }
+    (tmp_path / "run.json").write_text(json.dumps(record))
+    write_report(tmp_path)
+    assert "n/a: too small a noise (pld)" in (tmp_path / "report.md").read_text()
