@@ -63,7 +63,8 @@ def test_server_receives_only_weight_shaped_arrays_counts_and_metrics(runs: tupl
     audit = first["reply_audit"]
     assert audit["records"] == ["arrays:arrays", "metrics:metrics"]
     assert set(audit["metrics"]) <= {"num-examples", "train_loss", "train_accuracy", "local-epsilon"}
-    assert first["rejected_replies"] == 0
+    diagnostics = json.loads((runs[0] / "diagnostics.json").read_text())
+    assert diagnostics["rejected_replies"] == 0
     # The arrays are the model's weights: an MLP 64 -> 32 -> 10 has exactly these shapes.
     assert audit["weight_shapes"] == [[64, 32], [32], [32, 10], [10]]
 
