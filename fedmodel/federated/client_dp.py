@@ -40,6 +40,7 @@ import dp_accounting
 import numpy as np
 
 from fedmodel.errors import ConfigError
+from fedmodel.federated.weights import global_norm
 from fedmodel.privacy.accounting import FixedSizeSampling, PoissonSampling
 from fedmodel.privacy.mechanism import GaussianMechanism, combined_event
 
@@ -162,26 +163,23 @@ def release_round(
 ) -> RoundRelease:
     """``(sum_i clip(update_i, C) + N(0, (z C)^2)) / m``, and (adaptive) the next round's clip."""
     mechanism = config.mechanism.with_clip(clip)
-    noised, _, clipped = mechanism.release(updates, shapes=shapes, rng=rng)
+    noised, event, clipped = mechanism.release(updates, shapes=shapes, rng=rng)
     m = config.expected_clients
     mean = [total / m for total in noised]
     new_clip = clip
     count = config.count_mechanism
     if count is not None:
-        centred = [[np.array([1.0 if _norm(u) <= clip else 0.0]) - 0.5] for u in updates]
-        noised_count, _, _ = count.release(centred, shapes=[(1,)], rng=rng)
+        centred = [[np.array([1.0 if global_norm(u) <= clip else 0.0]) - 0.5] for u in updates]
+        noised_count, count_event, _ = count.release(centred, shapes=[(1,)], rng=rng)
+        event = combined_event(event, count_event)  # the two releases that ran, as one Gaussian
         fraction = float(noised_count[0][0]) / m + 0.5
         new_clip = clip * math.exp(-config.clip_lr * (fraction - config.target_quantile))
     return RoundRelease(
         mean_update=mean,
         clip=clip,
         next_clip=new_clip,
-        event=config.round_event(),
+        event=event,
         sampling=config.sampling,
         replies=len(updates),
         clipped=clipped,
     )
-
-
-def _norm(arrays: Sequence[np.ndarray]) -> float:
-    return math.sqrt(sum(float(np.sum(np.square(np.asarray(a, np.float64)))) for a in arrays))
