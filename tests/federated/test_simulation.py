@@ -45,10 +45,15 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, obje
 
 
 def test_accuracy_improves_and_a_failing_client_does_not_stop_the_run(runs: tuple) -> None:  # type: ignore[type-arg]
-    run_dir, first, _ = runs
+    run_dir, first, second = runs
     rounds = first["rounds"]
     assert [r["round"] for r in rounds] == [1, 2, 3]
-    assert rounds[-1]["accuracy"] > rounds[0]["accuracy"] + 0.05
+    # Client sampling draws from OS entropy (it must not follow --seed), so which clients train in which round,
+    # and so the curve, differs between runs. Over five rounds the model must still learn: the loss falls and the
+    # accuracy ends far above chance (0.1 on ten digits; a centrally trained MLP reaches about 0.95).
+    trained = second["rounds"]
+    assert trained[-1]["loss"] < trained[0]["loss"]
+    assert trained[-1]["accuracy"] > 0.75
     # Poisson client sampling: every sampled client either replied or failed (partition 4 always raises,
     # and whenever it is sampled the round goes on with the others). Replies live in the diagnostics.
     diagnostics = json.loads((run_dir / "diagnostics.json").read_text())
