@@ -167,3 +167,30 @@ def test_simulate_bad_input_is_one_line_exit_2_before_flower_starts(
     errors = [line for line in proc.stderr.splitlines() if line.startswith("fedmodel: error:")]
     assert len(errors) == 1 and fragment in errors[0], proc.stderr[-2000:]
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command", ["train", "simulate", "partition"])
+def test_a_truncated_npz_is_one_line_exit_2_in_every_command(tmp_path: Path, command: str) -> None:
+    good = tmp_path / "good.npz"
+    rng = np.random.default_rng(0)
+    np.savez(good, x_train=rng.random((40, 4)), y_train=np.arange(40) % 2, x_test=rng.random((8, 4)), y_test=[0, 1] * 4)
+    data = tmp_path / "x.npz"
+    data.write_bytes(good.read_bytes()[:300])
+    argv = {
+        "train": ["train", "--model", "logreg", "--dataset", str(data), "--run-dir", str(tmp_path / "run")],
+        "simulate": [
+            "simulate",
+            "--set",
+            "model=logreg",
+            "--set",
+            f"dataset={data}",
+            "--run-dir",
+            str(tmp_path / "run"),
+        ],
+        "partition": ["partition", "--dataset", str(data)],
+    }[command]
+    proc = fedmodel(*argv, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("fedmodel: error:")]
+    assert errors and errors[0].startswith("fedmodel: error: x.npz: not a readable .npz ("), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and not (tmp_path / "run").exists()

@@ -10,6 +10,9 @@ therefore marked in ``info.read_from_data`` (no privacy ledger covers it).
 from __future__ import annotations
 
 import os
+import struct
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +23,18 @@ from fedmodel.errors import ConfigError
 
 NPZ_KEYS: tuple[str, ...] = ("x_train", "y_train", "x_test", "y_test")
 
+#: What numpy and zipfile raise on a damaged archive (truncated, corrupted, an object array without pickle).
+_UNREADABLE = (
+    OSError,
+    ValueError,
+    EOFError,
+    zipfile.BadZipFile,
+    zlib.error,
+    struct.error,
+    NotImplementedError,
+    MemoryError,
+)
+
 
 def read_npz_arrays(path: str | os.PathLike[str], *, name: str) -> dict[str, np.ndarray]:
     """Read the four arrays of a dataset ``.npz`` file (no pickles are loaded).
@@ -27,25 +42,57 @@ def read_npz_arrays(path: str | os.PathLike[str], *, name: str) -> dict[str, np.
     Raises
     ------
     ConfigError
-        When the file is missing, not a valid ``.npz``, or lacks one of :data:`NPZ_KEYS`.
+        When the file is missing, not a readable ``.npz`` (not a zip archive, truncated or damaged, an
+        object array that would need pickle), or lacks one of :data:`NPZ_KEYS`.
     """
     p = Path(path).expanduser()
     if not p.is_file():
         raise ConfigError(f"{name}: expected an .npz file at {p}, but no such file exists")
+    _check_zip_magic(p, name=name)
+    key: str | None = None
     try:
         with np.load(p, allow_pickle=False) as data:
             found = sorted(data.files)
             missing = [k for k in NPZ_KEYS if k not in found]
             if missing:
                 raise ConfigError(f"{name}: {p} must contain keys {list(NPZ_KEYS)}; missing {missing}, found {found}")
-            arrays = {k: np.asarray(data[k]) for k in NPZ_KEYS}
-            if "num_classes" in found:
-                arrays["num_classes"] = np.asarray(data["num_classes"])
+            arrays: dict[str, np.ndarray] = {}
+            for key in (*NPZ_KEYS, "num_classes"):
+                if key in found:
+                    arrays[key] = np.asarray(data[key])
             return arrays
-    except (OSError, ValueError) as exc:
+    except _UNREADABLE as exc:
         if isinstance(exc, ConfigError):
             raise
-        raise ConfigError(f"{name}: could not read {p} as an .npz archive ({type(exc).__name__}: {exc})") from exc
+        if "allow_pickle" in str(exc):
+            what = f"array {key!r} holds Python objects, which only pickle could load, and pickles are refused"
+        else:
+            where = f"array {key!r}: " if key is not None else ""
+            what = f"truncated or damaged: {where}{type(exc).__name__}: {exc}"
+        raise _unreadable(name, p, what) from exc
+
+
+def _unreadable(name: str, path: Path, what: str) -> ConfigError:
+    where = "" if name == path.name else f" at {path}"
+    return ConfigError(f"{name}: not a readable .npz{where} ({what})")
+
+
+def _check_zip_magic(path: Path, *, name: str) -> None:
+    """An ``.npz`` is a zip archive; anything else would reach numpy's pickle fallback, which is refused."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        raise _unreadable(name, path, str(exc.strerror or exc)) from exc
+    if head.startswith(b"PK"):
+        return
+    if head.startswith(b"\x93NUMPY"):
+        what = "it holds a single .npy array; save the arrays with numpy.savez"
+    elif not head:
+        what = "the file is empty"
+    else:
+        what = f"expected a zip archive as numpy.savez writes, but the file starts with {head!r}"
+    raise _unreadable(name, path, what)
 
 
 def load_npz(path: str | os.PathLike[str]) -> Dataset:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -44,9 +45,57 @@ def test_npz_mismatched_lengths_and_missing_file(tmp_path: Path) -> None:
         load_dataset("npz", path=path)
     with pytest.raises(ConfigError, match="no such file exists"):
         load_dataset("npz", path=tmp_path / "none.npz")
-    (tmp_path / "junk.npz").write_text("not a zip")
-    with pytest.raises(ConfigError, match="could not read"):
-        load_dataset("npz", path=tmp_path / "junk.npz")
+
+
+def _valid_npz_bytes(tmp_path: Path) -> bytes:
+    path = tmp_path / "valid.npz"
+    x = np.linspace(0, 1, 40, dtype=np.float32).reshape(10, 4)
+    np.savez(path, x_train=x, y_train=np.arange(10) % 2, x_test=x[:4], y_test=np.arange(4) % 2)
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("make", "detail"),
+    [
+        (lambda good: good[: len(good) // 2], "truncated or damaged: BadZipFile"),
+        (lambda good: good[:-40], "truncated or damaged"),
+        (lambda good: b"x_train,y_train\n1,2\n", "the file starts with b'x_train,"),
+        (lambda good: b"", "the file is empty"),
+        (lambda good: b"\x93NUMPY" + good[8:64], "a single .npy array"),
+    ],
+    ids=["truncated-half", "truncated-tail", "text", "empty", "npy"],
+)
+def test_an_unreadable_npz_is_a_config_error_naming_the_file(
+    tmp_path: Path, make: Callable[[bytes], bytes], detail: str
+) -> None:
+    path = tmp_path / "x.npz"
+    path.write_bytes(make(_valid_npz_bytes(tmp_path)))
+    with pytest.raises(ConfigError, match=r"^x\.npz: not a readable \.npz \(") as err:
+        load_dataset(str(path))
+    assert detail in str(err.value)
+
+
+def test_an_object_array_is_refused_without_unpickling(tmp_path: Path) -> None:
+    path = tmp_path / "objects.npz"
+    x = np.empty(4, dtype=object)
+    x[:] = [Exploding(), 1, "a", None]
+    np.savez(path, x_train=x, y_train=np.arange(4) % 2, x_test=np.zeros((2, 3)), y_test=[0, 1])
+    with pytest.raises(ConfigError, match=r"objects\.npz: not a readable \.npz \(array 'x_train' holds Python objects"):
+        load_dataset("npz", path=path)
+    assert not Exploding.unpickled
+
+
+class Exploding:
+    """Records being unpickled: a loader that unpickles would run this file's code."""
+
+    unpickled = False
+
+    def __reduce__(self) -> tuple[Callable[[], None], tuple[()]]:
+        return (_mark_unpickled, ())
+
+
+def _mark_unpickled() -> None:
+    Exploding.unpickled = True
 
 
 def test_a_declared_class_count_is_public_metadata_and_an_inferred_one_is_marked(tmp_path: Path) -> None:
