@@ -37,13 +37,13 @@ _UNREADABLE = (
 
 
 def read_npz_arrays(path: str | os.PathLike[str], *, name: str) -> dict[str, np.ndarray]:
-    """Read the four arrays of a dataset ``.npz`` file (no pickles are loaded).
+    """Read the four arrays of a dataset ``.npz`` file (no pickles are loaded), all finite.
 
     Raises
     ------
     ConfigError
         When the file is missing, not a readable ``.npz`` (not a zip archive, truncated or damaged, an
-        object array that would need pickle), or lacks one of :data:`NPZ_KEYS`.
+        object array that would need pickle), lacks one of :data:`NPZ_KEYS`, or an array holds NaN or Inf.
     """
     p = Path(path).expanduser()
     if not p.is_file():
@@ -60,7 +60,6 @@ def read_npz_arrays(path: str | os.PathLike[str], *, name: str) -> dict[str, np.
             for key in (*NPZ_KEYS, "num_classes"):
                 if key in found:
                     arrays[key] = np.asarray(data[key])
-            return arrays
     except _UNREADABLE as exc:
         if isinstance(exc, ConfigError):
             raise
@@ -70,6 +69,22 @@ def read_npz_arrays(path: str | os.PathLike[str], *, name: str) -> dict[str, np.
             where = f"array {key!r}: " if key is not None else ""
             what = f"truncated or damaged: {where}{type(exc).__name__}: {exc}"
         raise _unreadable(name, p, what) from exc
+    for key, array in arrays.items():
+        _check_finite(array, name=name, key=key)
+    return arrays
+
+
+def _check_finite(array: np.ndarray, *, name: str, key: str) -> None:
+    """Refuse NaN and Inf: they would train silently into a NaN model (or be clipped into noise under DP)."""
+    if not np.issubdtype(array.dtype, np.inexact):
+        return  # integers and booleans are always finite
+    nan = int(np.count_nonzero(np.isnan(array)))
+    inf = int(np.count_nonzero(np.isinf(array)))
+    if nan or inf:
+        raise ConfigError(
+            f"{name}: array {key!r} holds {nan + inf} non-finite values ({nan} NaN, {inf} Inf) of {array.size}; "
+            "expected finite numbers"
+        )
 
 
 def _unreadable(name: str, path: Path, what: str) -> ConfigError:

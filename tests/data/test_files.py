@@ -111,3 +111,20 @@ def test_a_declared_class_count_is_public_metadata_and_an_inferred_one_is_marked
     np.savez(bad, x_train=x, y_train=[0, 1, 5, 0], x_test=x[:2], y_test=[0, 1], num_classes=np.int64(3))
     with pytest.raises(ConfigError, match="labels must be < num_classes=3, got a label 5"):
         load_dataset("npz", path=bad)
+
+
+@pytest.mark.parametrize("key", ["x_train", "y_train", "x_test", "y_test"])
+def test_nan_and_inf_are_refused_at_load_naming_the_array_and_the_count(tmp_path: Path, key: str) -> None:
+    arrays = {
+        "x_train": np.full((6, 3), 0.5),
+        "y_train": np.array([0.0, 1.0, 1.0, 0.0, 1.0, 0.0]),  # float labels holding whole numbers are accepted
+        "x_test": np.full((4, 3), 0.25),
+        "y_test": np.array([0.0, 1.0, 0.0, 1.0]),
+    }
+    np.savez(tmp_path / "fine.npz", **arrays)
+    assert load_dataset(str(tmp_path / "fine.npz")).x_train.shape == (6, 3)
+    bad = arrays[key].copy()
+    bad.flat[0], bad.flat[1], bad.flat[3] = np.nan, np.inf, -np.inf
+    np.savez(tmp_path / "bad.npz", **{**arrays, key: bad})
+    with pytest.raises(ConfigError, match=rf"^bad\.npz: array '{key}' holds 3 non-finite values \(1 NaN, 2 Inf\)"):
+        load_dataset(str(tmp_path / "bad.npz"))
