@@ -74,6 +74,7 @@ def test_zoo_json_lists_every_model_with_params() -> None:
             ["/nonexistent/file.npz"],
         ),
         (["--model", "mlp", "--dataset", "digits", "--hparam", "bogus=3"], ["bogus"]),
+        (["--model", "logreg", "--dataset", "digits", "--batch-size", "5000"], ["batch_size=5000 > examples=1293"]),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_no_run_dir(tmp_path: Path, argv: list[str], fragments: list[str]) -> None:

@@ -13,6 +13,7 @@ import dataclasses
 import numpy as np
 
 from fedmodel.central.config import TrainConfig
+from fedmodel.errors import ConfigError
 from fedmodel.model_plan import Plan, plan_run
 from fedmodel.privacy.dp_plan import plan_privacy
 
@@ -20,7 +21,8 @@ from fedmodel.privacy.dp_plan import plan_privacy
 def plan_for(config: TrainConfig) -> Plan:
     """The validated plan for a :class:`TrainConfig` (raises ``ConfigError`` on bad input).
 
-    With DP-SGD, the privacy plan counts the training examples left after the validation split.
+    The global batch must fit in the training examples left after the validation split (one batch per
+    epoch at most, with or without DP-SGD); with DP-SGD, the privacy plan counts those examples.
     """
     plan = plan_run(
         model=config.model,
@@ -32,9 +34,15 @@ def plan_for(config: TrainConfig) -> Plan:
         seq_len=config.seq_len,
         max_examples=config.max_examples,
     )
+    examples = len(split_validation(len(plan.dataset.x_train), config.validation_fraction, config.seed)[0])
+    if config.batch_size > examples:  # the same bound DP-SGD needs for q = batch_size / examples <= 1
+        raise ConfigError(
+            f"batch_size must be <= the training examples left after the validation split "
+            f"(validation_fraction={config.validation_fraction} of {len(plan.dataset.x_train)}); "
+            f"got batch_size={config.batch_size} > examples={examples}"
+        )
     if config.privacy is None:
         return plan
-    examples = len(split_validation(len(plan.dataset.x_train), config.validation_fraction, config.seed)[0])
     private = plan_privacy(config.privacy, examples=examples, batch_size=config.batch_size, epochs=config.epochs)
     return dataclasses.replace(plan, privacy=private)
 
