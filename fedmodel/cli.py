@@ -120,7 +120,7 @@ def cmd_partition(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace, *, base: dict[str, Any] | None = None) -> int:
-    from fedmodel.federated.simulate import read_settings, settings_to_config
+    from fedmodel.federated.simulate import check_continuation, read_settings, settings_to_config
     from fedmodel.rundir import default_run_dir
 
     values = {**(base or {}), **read_settings(getattr(args, "config", None))}
@@ -128,6 +128,7 @@ def cmd_simulate(args: argparse.Namespace, *, base: dict[str, Any] | None = None
     if args.run_dir:
         values["run-dir"] = args.run_dir
     config = settings_to_config(values)
+    check_continuation(config)  # an existing run directory: before Ray starts or anything is written
     if config.run_dir is None:
         import dataclasses
 
@@ -231,16 +232,22 @@ def _privacy_config(args: argparse.Namespace) -> Any:
     )
 
 
-_RESUME_OPTIONS = {"resume", "format", "func", "command"}
+_RESUME_OPTIONS = {"resume", "format"}
 
 
-def _resume_conflicts(args: argparse.Namespace) -> list[str]:
-    """Training options given together with --resume (which uses the run's saved settings)."""
-    defaults = build_parser().parse_args(["train", "--resume", "-"])
+def _resume_conflicts(argv: Sequence[str]) -> list[str]:
+    """Training options typed together with --resume (which uses the run's saved settings), even at their defaults.
+
+    ``argv`` is the whole command line; the train options are parsed again with every default set to None, so
+    an option counts as given whatever its value (``--epochs 30`` is as much a conflict as ``--epochs 3``).
+    """
+    probe = _add_train(argparse.ArgumentParser(add_help=False).add_subparsers())
+    probe.set_defaults(**dict.fromkeys(vars(probe.parse_args([])), None))
+    given = vars(probe.parse_args(list(argv)[list(argv).index("train") + 1 :]))
     return [
         "--" + name.replace("_", "-")
-        for name, value in vars(args).items()
-        if name not in _RESUME_OPTIONS and value != getattr(defaults, name, value)
+        for name, value in given.items()
+        if value is not None and name not in _RESUME_OPTIONS
     ]
 
 
@@ -249,7 +256,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from fedmodel.rundir import check_new_run_dir, default_run_dir
 
     if args.resume:
-        conflicts = _resume_conflicts(args)
+        conflicts = _resume_conflicts(args.argv)
         if conflicts:
             raise ConfigError(
                 f"--resume continues a run with its saved settings; drop {', '.join(conflicts)} "
@@ -350,7 +357,7 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-def _add_train(sub: argparse._SubParsersAction) -> None:
+def _add_train(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     from fedmodel.central.config import OPTIMIZERS, PRECISIONS, SCHEDULES, STRATEGIES, TrainConfig
 
     defaults = TrainConfig(model="-", dataset="-")
@@ -427,6 +434,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     dp.add_argument("--sampling", choices=("poisson", "shuffle"), default="poisson")
     dp.add_argument("--accountant", choices=("rdp", "pld"), default="rdp", help="enforces --target-epsilon")
     p.set_defaults(func=cmd_train)
+    return p
 
 
 # -- parser ---------------------------------------------------------------------------------------
@@ -497,7 +505,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # the command line as typed (train --resume refuses any other option given)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

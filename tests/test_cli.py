@@ -106,6 +106,7 @@ def test_bad_input_is_one_line_exit_2_and_no_run_dir(tmp_path: Path, argv: list[
         (["--resume", "RUN"], "no interrupted run to resume at"),
         (["--resume", "RUN", "--model", "cnn"], "drop --model"),
         (["--resume", "RUN", "--noise-multiplier", "1.0", "--lr", "0.1"], "drop --learning-rate, --noise-multiplier"),
+        (["--resume", "RUN", "--epochs", "30", "--seed", "0"], "drop --epochs, --seed"),  # the defaults, typed
     ],
 )
 def test_train_and_resume_bad_input_is_one_line_exit_2(tmp_path: Path, argv: list[str], fragment: str) -> None:
@@ -195,3 +196,76 @@ def test_a_truncated_npz_is_one_line_exit_2_in_every_command(tmp_path: Path, com
     errors = [line for line in proc.stderr.splitlines() if line.startswith("fedmodel: error:")]
     assert errors and errors[0].startswith("fedmodel: error: x.npz: not a readable .npz ("), proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and not (tmp_path / "run").exists()
+
+
+def _finished_federated_run(run_dir: Path, settings: dict[str, object], *, rounds_run: int) -> dict[str, float]:
+    """A run directory as a finished federated run leaves it (run.json and a checkpoint); returns mtimes."""
+    from fedmodel.federated.config import FederatedConfig
+
+    config = FederatedConfig.from_mapping({**settings, "run-dir": str(run_dir)})
+    (run_dir / "checkpoint").mkdir(parents=True)
+    (run_dir / "checkpoint" / "state.json").write_text("{}")
+    rows = [{"round": r, "loss": 1.0 / r, "accuracy": 0.5, "sampled": 2} for r in range(1, rounds_run + 1)]
+    record = {
+        "kind": "federated",
+        "config": config.to_dict(),
+        "rounds_run": rounds_run,
+        "rounds": rows,
+        "final": rows[-1],
+        "privacy": None,
+        "status": "completed",
+    }
+    (run_dir / "run.json").write_text(json.dumps(record, default=list))
+    return {str(p): p.stat().st_mtime_ns for p in run_dir.rglob("*")}
+
+
+SMALL_RUN = {"model": "logreg", "dataset": "digits", "num-clients": 4, "clients-per-round": 2, "rounds": 2}
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragments"),
+    [
+        (["client-lr=0.5", "alpha=0.3"], ["alpha 0.5 in the run, 0.3 now", "client-lr 0.05 in the run, 0.5 now"]),
+        (["dp-noise=1.0"], ["dp-noise None in the run, 1.0 now"]),
+        (["rounds=1"], ["rounds 1 now, but the run has finished 2"]),
+    ],
+)
+def test_simulate_refuses_other_settings_for_a_finished_run_before_ray_starts(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    changes: list[str],
+    fragments: list[str],
+) -> None:
+    from fedmodel import cli
+    from fedmodel.federated import simulate
+
+    run_dir = tmp_path / "run"
+    before = _finished_federated_run(run_dir, SMALL_RUN, rounds_run=2)
+    started: list[object] = []
+    monkeypatch.setattr(simulate, "run_simulation", lambda config, **kw: started.append(config))
+    argv = ["simulate", *(a for kv in SMALL_RUN.items() for a in ("--set", f"{kv[0]}={kv[1]}"))]
+    argv += [a for change in changes for a in ("--set", change)]
+    assert cli.main([*argv, "--run-dir", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"fedmodel: error: run directory {run_dir} holds a federated run with other settings: ")
+    for fragment in fragments:
+        assert fragment in err, err
+    assert started == []
+    assert {str(p): p.stat().st_mtime_ns for p in run_dir.rglob("*")} == before  # nothing written
+
+
+def test_simulate_continues_a_finished_run_when_only_rounds_are_raised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fedmodel import cli
+    from fedmodel.federated import simulate
+    from fedmodel.federated.config import FederatedConfig
+
+    run_dir = tmp_path / "run"
+    _finished_federated_run(run_dir, SMALL_RUN, rounds_run=2)
+    started: list[FederatedConfig] = []
+    monkeypatch.setattr(simulate, "run_simulation", lambda config, **kw: started.append(config))
+    argv = ["simulate", *(a for kv in {**SMALL_RUN, "rounds": 5}.items() for a in ("--set", f"{kv[0]}={kv[1]}"))]
+    assert cli.main([*argv, "--run-dir", str(run_dir)]) == 0
+    assert [c.rounds for c in started] == [5]

@@ -8,6 +8,7 @@ memory across rounds. Ray is shut down when the run ends or fails.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import tomllib
@@ -79,6 +80,44 @@ def preflight(config: FederatedConfig) -> None:
         max_examples=config.max_examples,
     )
     partitions_for(config)
+
+
+#: Settings that may differ when a run directory is continued, as ``fedmodel.federated.server.check_run_dir``
+#: allows (raising ``rounds`` continues a run; ``fail-partitions`` is fault injection for tests).
+CONTINUABLE = frozenset({"rounds", "run_dir", "fail_partitions"})
+
+
+def check_continuation(config: FederatedConfig) -> None:
+    """Refuse, before Ray starts, a run directory that ``config`` cannot continue (nothing is written).
+
+    A federated run directory is continued (resumed, or extended by raising ``rounds``) only with the settings
+    it was started with; the error lists every setting that differs, with both values.
+    """
+    if config.run_dir is None:
+        return
+    run_dir = Path(config.run_dir)
+    record_path = run_dir / "run.json"
+    if not record_path.is_file():
+        return
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"run directory {run_dir}: its run.json is unreadable ({err}); pass a new --run-dir") from err
+    saved = record.get("config", {})
+    mine = json.loads(json.dumps(config.to_dict(), default=list))  # as run.json stores it (tuples as lists)
+    differences = [
+        f"{key.replace('_', '-')} {saved.get(key)!r} in the run, {mine[key]!r} now"
+        for key in sorted(mine)
+        if key not in CONTINUABLE and saved.get(key) != mine[key]
+    ]
+    done = int(record.get("rounds_run") or 0)
+    if config.rounds < done:
+        differences.append(f"rounds {config.rounds} now, but the run has finished {done} (rounds can only be raised)")
+    if differences:
+        raise ConfigError(
+            f"run directory {run_dir} holds a federated run with other settings: {'; '.join(differences)}. "
+            "Continue it with its own settings (raising rounds is allowed) or pass a new --run-dir"
+        )
 
 
 def run_simulation(config: FederatedConfig, *, num_cpus: int | None = None) -> None:
