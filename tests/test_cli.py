@@ -269,3 +269,24 @@ def test_simulate_continues_a_finished_run_when_only_rounds_are_raised(
     argv = ["simulate", *(a for kv in {**SMALL_RUN, "rounds": 5}.items() for a in ("--set", f"{kv[0]}={kv[1]}"))]
     assert cli.main([*argv, "--run-dir", str(run_dir)]) == 0
     assert [c.rounds for c in started] == [5]
+
+
+def test_simulate_refuses_a_central_run_directory_before_ray_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fedmodel import cli
+    from fedmodel.central.config import TrainConfig
+    from fedmodel.federated import simulate
+
+    run_dir = tmp_path / "train-run"  # what `fedmodel train` leaves (run.json of kind "central", the model)
+    run_dir.mkdir()
+    central = {"kind": "central", "config": TrainConfig(model="logreg", dataset="digits").to_dict(), "metrics": {}}
+    (run_dir / "run.json").write_text(json.dumps(central, default=list))
+    (run_dir / "model.keras").write_bytes(b"")
+    before = {str(p): p.stat().st_mtime_ns for p in run_dir.rglob("*")}
+    monkeypatch.setattr(simulate, "run_simulation", lambda config, **kw: pytest.fail("the simulation started"))
+    argv = ["simulate", *(a for kv in SMALL_RUN.items() for a in ("--set", f"{kv[0]}={kv[1]}"))]
+    assert cli.main([*argv, "--run-dir", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert f"fedmodel: error: run directory {run_dir} holds a central (train) run" in err, err
+    assert {str(p): p.stat().st_mtime_ns for p in run_dir.rglob("*")} == before

@@ -90,12 +90,16 @@ CONTINUABLE = frozenset({"rounds", "run_dir", "fail_partitions"})
 def check_continuation(config: FederatedConfig) -> None:
     """Refuse, before Ray starts, a run directory that ``config`` cannot continue (nothing is written).
 
-    A federated run directory is continued (resumed, or extended by raising ``rounds``) only with the settings
-    it was started with; the error lists every setting that differs, with both values.
+    That is a file, a directory holding another kind of run (a central ``fedmodel train`` run), or a
+    federated run started with other settings: a federated run directory is continued (resumed, or extended
+    by raising ``rounds``) only with its own settings. The error lists every setting that differs, with both
+    values.
     """
     if config.run_dir is None:
         return
     run_dir = Path(config.run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"run directory {run_dir} is a file, not a directory; pass a new --run-dir")
     record_path = run_dir / "run.json"
     if not record_path.is_file():
         return
@@ -103,6 +107,16 @@ def check_continuation(config: FederatedConfig) -> None:
         record = json.loads(record_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ConfigError(f"run directory {run_dir}: its run.json is unreadable ({err}); pass a new --run-dir") from err
+    kind = record.get("kind") if isinstance(record, dict) else None
+    if kind == "central":
+        raise ConfigError(
+            f"run directory {run_dir} holds a central (train) run, not a federated one; "
+            "pass a new --run-dir for the simulation"
+        )
+    if kind != "federated":
+        raise ConfigError(
+            f"run directory {run_dir} holds no federated run (run.json kind {kind!r}); pass a new --run-dir"
+        )
     saved = record.get("config", {})
     mine = json.loads(json.dumps(config.to_dict(), default=list))  # as run.json stores it (tuples as lists)
     differences = [
