@@ -38,17 +38,36 @@ def sample_clients(
     return sorted(ids[i] for i in chosen)
 
 
+class QuorumError(RuntimeError):
+    """Fewer nodes than a round needs were connected when the wait ran out."""
+
+
 def wait_for_nodes(
     grid: Any,
     minimum: int,
     *,
+    timeout: float | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
     log: Callable[[str], None] | None = None,
 ) -> list[int]:
-    """The connected node ids, once at least ``minimum`` are connected."""
+    """The connected node ids, once at least ``minimum`` are connected.
+
+    Raises :class:`QuorumError` when ``timeout`` seconds pass first (``None``: wait without limit).
+    Progress is logged when the count changes and every 30 seconds.
+    """
+    start = clock()
+    last: tuple[int, int] | None = None
     while len(ids := [int(n) for n in grid.get_node_ids()]) < minimum:
-        if log is not None:
-            log(f"waiting for clients: {len(ids)} of {minimum} connected")
+        waited = clock() - start
+        if timeout is not None and waited >= timeout:
+            raise QuorumError(
+                f"only {len(ids)} of the {minimum} clients a round needs (min-available-clients) connected "
+                f"within {timeout:g} s (available-timeout)"
+            )
+        if log is not None and (len(ids), int(waited) // 30) != last:
+            last = (len(ids), int(waited) // 30)
+            log(f"waiting for clients: {len(ids)} of {minimum} connected ({waited:.0f} s)")
         sleep(1.0)
     return ids
 

@@ -51,6 +51,12 @@ class FederatedConfig:
         replace-one-client adjacency). Drawn from OS entropy, never from ``seed``.
     local_dp_noise, local_dp_clip:
         Example-level DP-SGD on each client (local DP), reported per client.
+    min_available_clients, available_timeout, reply_timeout, min_replies:
+        Quorum (deployments): a round starts once ``min_available_clients`` (default ``clients_per_round``)
+        nodes are connected, waiting at most ``available_timeout`` seconds (then the run stops as failed);
+        replies are awaited at most ``reply_timeout`` seconds; a round in which fewer than
+        ``min(min_replies, sampled)`` sampled clients replied is recorded as failed and leaves the model
+        unchanged (with client-level DP it is still charged to the ledger).
     dp_outputs_only:
         Write and print only what the privacy ledger covers (model weights, ledger, noised aggregates,
         server-side test metrics); skip federated evaluation and every diagnostic computed on the
@@ -87,6 +93,10 @@ class FederatedConfig:
     local_dp_noise: float | None = None
     local_dp_clip: float = 1.0
     fraction_evaluate: float = 0.5
+    min_available_clients: int | None = None
+    available_timeout: float = 300.0
+    reply_timeout: float = 600.0
+    min_replies: int = 1
     dp_outputs_only: bool = False
     seed: int = 0
     max_examples: int | None = None
@@ -102,6 +112,7 @@ class FederatedConfig:
             "local_epochs",
             "local_batch_size",
             "seq_len",
+            "min_replies",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -110,7 +121,19 @@ class FederatedConfig:
             raise ConfigError(
                 f"clients-per-round must be <= num-clients, got {self.clients_per_round} > {self.num_clients}"
             )
-        for name in ("client_lr", "server_lr", "dp_clip", "local_dp_clip", "alpha", "delta"):
+        if self.min_available_clients is not None and (
+            not isinstance(self.min_available_clients, int)
+            or isinstance(self.min_available_clients, bool)
+            or not 1 <= self.min_available_clients <= self.num_clients
+        ):
+            raise ConfigError(
+                f"min-available-clients must be an integer in [1, num-clients={self.num_clients}], "
+                f"got {self.min_available_clients!r}"
+            )
+        for name in (
+            "client_lr", "server_lr", "dp_clip", "local_dp_clip", "alpha", "delta",
+            "available_timeout", "reply_timeout",
+        ):  # fmt: skip
             _positive(name, getattr(self, name))
         for name in ("proximal_mu",):
             if not _finite(getattr(self, name)) or getattr(self, name) < 0:
@@ -153,6 +176,11 @@ class FederatedConfig:
     def sampling_rate(self) -> float:
         """Client-level ``q = clients_per_round / num_clients``."""
         return self.clients_per_round / self.num_clients
+
+    @property
+    def quorum(self) -> int:
+        """Connected nodes a round needs before it starts (``min_available_clients`` or ``clients_per_round``)."""
+        return self.min_available_clients if self.min_available_clients is not None else self.clients_per_round
 
     @property
     def failing_partitions(self) -> frozenset[int]:
@@ -210,6 +238,9 @@ class FederatedConfig:
 
 
 _NONE = ("", "none", "None")
+#: Float settings that TOML or a run config may write as an integer (``reply-timeout = 60``).
+FLOATS = ("dp_noise", "local_dp_noise", "target_epsilon", "available_timeout", "reply_timeout", "client_lr",
+          "server_lr", "dp_clip", "local_dp_clip", "alpha", "delta", "proximal_mu", "fraction_evaluate")  # fmt: skip
 
 
 def _coerce(field: dataclasses.Field[Any], value: Any) -> Any:
@@ -218,7 +249,7 @@ def _coerce(field: dataclasses.Field[Any], value: Any) -> Any:
         return None
     if str(field.type) == "bool" and isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
-    if field.name in ("dp_noise", "local_dp_noise", "target_epsilon") and isinstance(value, int):
+    if field.name in FLOATS and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     return value
 

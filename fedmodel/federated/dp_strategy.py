@@ -27,7 +27,7 @@ from flwr.serverapp.strategy import Strategy
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from fedmodel.federated.client_dp import ClientDPConfig, RoundRelease, release_round
-from fedmodel.federated.client_sampling import SampledGrid, sample_clients, wait_for_nodes
+from fedmodel.federated.client_sampling import SampledGrid, sample_clients
 from fedmodel.federated.weights import delta, same_shapes
 from fedmodel.privacy import randomness
 
@@ -70,7 +70,9 @@ class ClientLevelDP(Strategy):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         self.current = arrays
-        available = wait_for_nodes(grid, self.config.num_clients, log=self._log)
+        # The server has waited for its quorum; a client not connected now is not sampled (its probability
+        # of taking part is 0 <= q, so the accountant's bound still holds for it).
+        available = [int(n) for n in grid.get_node_ids()]
         chosen = sample_clients(available, self.config.sampling, rng=self._rng)
         self.last_sampled = len(chosen)
         if not chosen:

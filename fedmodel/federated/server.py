@@ -36,9 +36,11 @@ from flwr.serverapp.strategy import Strategy
 
 from fedmodel.errors import ConfigError
 from fedmodel.federated import checkpoint
+from fedmodel.federated.client_sampling import QuorumError, SampledGrid, wait_for_nodes
 from fedmodel.federated.config import FederatedConfig
 from fedmodel.federated.dp_strategy import ClientLevelDP
 from fedmodel.federated.local import TrainerKey, trainer_for
+from fedmodel.federated.node_data import DataSpec
 from fedmodel.federated.shards import dataset_for
 from fedmodel.federated.strategies import make_strategy
 from fedmodel.federated.weights import same_shapes
@@ -69,16 +71,22 @@ class ServerState:
     diagnostics: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     rejected_replies: int = 0
     stop_reason: str | None = None
+    failed: bool = False
+    failed_rounds: list[int] = dataclasses.field(default_factory=list)
     final_metrics: dict[str, Any] | None = None
     seen: dict[str, set[str]] = dataclasses.field(default_factory=lambda: {"records": set(), "metrics": set()})
 
 
 def audit_replies(
-    replies: Iterable[Message], reference: list[np.ndarray], seen: dict[str, set[str]] | None = None
+    replies: Iterable[Message],
+    reference: list[np.ndarray],
+    seen: dict[str, set[str]] | None = None,
+    reasons: list[str] | None = None,
 ) -> tuple[list[Message], int]:
     """Keep replies that carry only weight-shaped arrays and scalar metrics; count the rest.
 
-    ``seen`` collects the record names and metric names that arrived, for the run's reply audit.
+    ``seen`` collects the record names and metric names that arrived, for the run's reply audit;
+    ``reasons`` receives one line per rejected reply (node id and what was wrong, never its values).
     """
     kept, rejected = [], 0
     for reply in replies:
@@ -91,17 +99,49 @@ def audit_replies(
             seen["records"].update(f"metrics:{name}" for name in content.metric_records)
             seen["records"].update(f"config:{name}" for name in content.config_records)
             seen["metrics"].update(k for record in content.metric_records.values() for k in record)
-        arrays = content.array_records["arrays"].to_numpy_ndarrays() if "arrays" in content.array_records else []
-        arrays_ok = set(content.array_records) == {"arrays"} and same_shapes(arrays, reference)
-        finite = arrays_ok and all(np.isfinite(a).all() for a in arrays)
-        metrics_ok = all(
-            isinstance(v, int | float) for record in content.metric_records.values() for v in record.values()
-        )
-        if arrays_ok and finite and metrics_ok and not content.config_records:
+        why = _reply_problem(content, reference)
+        if why is None:
             kept.append(reply)
         else:
             rejected += 1
+            if reasons is not None:
+                reasons.append(f"node {reply.metadata.src_node_id}: {why}")
     return kept, rejected
+
+
+def _reply_problem(content: Any, reference: list[np.ndarray]) -> str | None:
+    """Why a reply cannot be aggregated (``None``: it can)."""
+    extra = sorted(
+        [f"arrays:{n}" for n in content.array_records if n != "arrays"]
+        + [f"config:{n}" for n in content.config_records]
+        + [f"metrics:{n}" for n in content.metric_records if n != "metrics"]
+    )
+    if extra:
+        return f"unexpected records {', '.join(extra)}"
+    if "arrays" not in content.array_records:
+        return "no arrays record"
+    arrays = content.array_records["arrays"].to_numpy_ndarrays()
+    if not same_shapes(arrays, reference):
+        got = [f"{a.dtype}{list(a.shape)}" for a in arrays]
+        want = [f"{r.dtype}{list(r.shape)}" for r in reference]
+        return f"arrays {got} do not match the model's weights {want}"
+    if not all(np.isfinite(a).all() for a in arrays):
+        return "arrays hold NaN or Inf"
+    bad = sorted(
+        k for record in content.metric_records.values() for k, v in record.items() if not isinstance(v, int | float)
+    )
+    if bad:
+        return f"non-scalar metrics {', '.join(bad)}"
+    return None
+
+
+def failure_code(reply: Message) -> str:
+    """The short code of a client's error reply (``fedmodel/CODE: message``), else Flower's error code."""
+    reason = (reply.error.reason or "") if reply.has_error() else ""
+    marker = "fedmodel/"
+    if marker in reason:
+        return reason[reason.index(marker) + len(marker) :].split(":", 1)[0].strip() or "unknown"
+    return f"flower-{reply.error.code}" if reply.has_error() else "none"
 
 
 def sampling_description(config: FederatedConfig) -> str:
@@ -155,6 +195,7 @@ def load_state(run_dir: Path, config: FederatedConfig) -> ServerState | None:
     state.history = list(document.get("history", []))
     state.diagnostics = list(document.get("diagnostics", []))
     state.rejected_replies = int(document.get("rejected_replies", 0))
+    state.failed_rounds = [int(r) for r in document.get("failed_rounds", [])]
     state.seen = {k: set(v) for k, v in document.get("seen", {"records": [], "metrics": []}).items()}
     return state
 
@@ -170,6 +211,7 @@ def save_state(run_dir: Path, state: ServerState) -> None:
             "history": state.history,
             "diagnostics": state.diagnostics,
             "rejected_replies": state.rejected_replies,
+            "failed_rounds": state.failed_rounds,
             "seen": {k: sorted(v) for k, v in state.seen.items()},
         },
     )
@@ -233,12 +275,18 @@ def run_server(
     config: FederatedConfig,
     *,
     run_dir: Path,
-    timeout: float = 3600.0,
+    timeout: float | None = None,
     stream: TextIO | None = None,
 ) -> ServerState:
-    """Run (or resume) the rounds of ``config``, checkpointing into ``run_dir``; see the module docstring."""
+    """Run (or resume) the rounds of ``config``, checkpointing into ``run_dir``; see the module docstring.
+
+    ``timeout`` overrides ``config.reply_timeout``. A run that cannot reach its quorum of connected
+    clients stops with ``state.failed`` set (the caller turns it into a failed exit status).
+    """
     out = stream or sys.stderr
+    reply_timeout = config.reply_timeout if timeout is None else timeout
     data = dataset_for(config)
+    spec = DataSpec.of(data)
     evaluator = trainer_for(
         TrainerKey.of(
             config.without_local_dp(),
@@ -255,11 +303,14 @@ def run_server(
         return state
     else:
         print(f"resuming {run_dir} after round {state.round} (fresh noise and sampling randomness)", file=out)
-    if isinstance(state.strategy, ClientLevelDP):
-        state.strategy._log = lambda text: print(text, file=out, flush=True)
+
+    def log(text: str) -> None:
+        print(text, file=out, flush=True)
+
     reference = [np.asarray(w) for w in state.weights]
     arrays = ArrayRecord(state.weights)
     keep_diagnostics = not config.dp_outputs_only
+    round_config = spec.to_config()
     for rnd in range(state.round + 1, config.rounds + 1):
         if not _budget_allows(config, state):  # 1.
             state.stop_reason = (
@@ -269,19 +320,44 @@ def run_server(
             print(state.stop_reason, file=out)
             break
         start = time.perf_counter()
-        messages = list(state.strategy.configure_train(rnd, arrays, ConfigRecord(), grid))  # 2.
+        try:
+            available = wait_for_nodes(grid, config.quorum, timeout=config.available_timeout, log=log)
+        except QuorumError as err:
+            state.stop_reason, state.failed = f"round {rnd} failed: {err}", True
+            print(state.stop_reason, file=out)
+            break
+        view: Any = SampledGrid(grid, available)
+        messages = list(state.strategy.configure_train(rnd, arrays, ConfigRecord(round_config), view))  # 2.
         sampled = state.strategy.last_sampled if isinstance(state.strategy, ClientLevelDP) else len(messages)
-        received = list(grid.send_and_receive(messages, timeout=timeout)) if messages else []
-        replies, rejected = audit_replies(received, reference, state.seen)  # 3.
+        received = list(grid.send_and_receive(messages, timeout=reply_timeout)) if messages else []
+        reasons: list[str] = []
+        replies, rejected = audit_replies(received, reference, state.seen, reasons)  # 3.
+        for reason in reasons:
+            log(f"round {rnd}: rejected a reply: {reason}")
         state.rejected_replies += rejected
-        aggregated, train_metrics = state.strategy.aggregate_train(rnd, replies)  # 4.
+        good = sum(1 for r in replies if not r.has_error())
+        needed = min(config.min_replies, sampled)
         row: dict[str, Any] = {"round": rnd}
-        if state.ledger is not None and isinstance(state.strategy, ClientLevelDP):
-            release = state.strategy.last_release
-            assert release is not None  # aggregate_train always releases
-            state.ledger.record_release(release.event, release.sampling, epoch=rnd)
-        if aggregated is not None:
-            arrays = aggregated
+        train_metrics: Any = None
+        if good >= needed:
+            aggregated, train_metrics = state.strategy.aggregate_train(rnd, replies)  # 4.
+            if state.ledger is not None and isinstance(state.strategy, ClientLevelDP):
+                release = state.strategy.last_release
+                assert release is not None  # aggregate_train always releases
+                state.ledger.record_release(release.event, release.sampling, epoch=rnd)
+            if aggregated is not None:
+                arrays = aggregated
+        else:  # below quorum: no model update; a DP round is charged all the same (never undercount)
+            row["failed"] = True
+            state.failed_rounds.append(rnd)
+            log(
+                f"round {rnd} failed: {good} of {sampled} sampled clients replied usably, min-replies needs "
+                f"{needed}; the model is unchanged"
+            )
+            if state.ledger is not None and isinstance(state.strategy, ClientLevelDP):
+                state.ledger.record_release(
+                    state.strategy.config.round_event(), state.strategy.config.sampling, epoch=rnd
+                )
         weights = arrays.to_numpy_ndarrays()
         central = evaluator.evaluate(weights, data.x_test, data.y_test, task=data.info.task, detailed=False)  # 5.
         row.update({"loss": central["loss"], "accuracy": central["accuracy"], "sampled": sampled})
@@ -292,9 +368,17 @@ def run_server(
         diag: dict[str, Any] | None = None
         if keep_diagnostics:
             diag = round_diagnostics(rnd, replies, rejected, train_metrics, state.strategy)
+            repliers = {int(r.metadata.src_node_id) for r in received}
+            diag["dropped"] = sorted(
+                int(m.metadata.dst_node_id) for m in messages if m.metadata.dst_node_id not in repliers
+            )
+            if reasons:
+                diag["rejected_reasons"] = reasons
             if config.federated_evaluation:
-                eval_messages = state.strategy.configure_evaluate(rnd, arrays, ConfigRecord(), grid)
-                fed = state.strategy.aggregate_evaluate(rnd, grid.send_and_receive(eval_messages, timeout=timeout))
+                eval_messages = state.strategy.configure_evaluate(rnd, arrays, ConfigRecord(round_config), view)
+                fed = state.strategy.aggregate_evaluate(
+                    rnd, grid.send_and_receive(eval_messages, timeout=reply_timeout)
+                )
                 if fed is not None:
                     diag["fed_accuracy"] = _scalar(fed.get("eval_accuracy"))
                     diag["fed_loss"] = _scalar(fed.get("eval_loss"))
@@ -330,6 +414,12 @@ def round_diagnostics(
         diag["local_epsilon_min"] = min(eps)
     if isinstance(strategy, ClientLevelDP) and strategy.last_release is not None:
         diag["clipped"] = strategy.last_release.clipped
+    codes: dict[str, int] = {}
+    for reply in replies:
+        if reply.has_error():
+            codes[failure_code(reply)] = codes.get(failure_code(reply), 0) + 1
+    if codes:
+        diag["failure_codes"] = codes
     return diag
 
 
@@ -422,6 +512,8 @@ def write_summary(run_dir: Path, config: FederatedConfig, state: ServerState, *,
                 "weight_shapes": [list(np.shape(w)) for w in state.weights],
             },
             "stop_reason": state.stop_reason,
+            "status": "failed" if state.failed else ("completed" if final else "running"),
+            "failed_rounds": state.failed_rounds,
             "versions": versions(),
         },
     )

@@ -22,7 +22,12 @@ def make_server_app(config: FederatedConfig | None = None) -> ServerApp:
         cfg = config or FederatedConfig.from_mapping(dict(context.run_config))
         run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir("federated", cfg.model, cfg.dataset)
         check_run_dir(run_dir, cfg)
-        run_server(grid, cfg, run_dir=run_dir)
+        print(f"run directory: {run_dir.resolve()}", flush=True)
+        state = run_server(grid, cfg, run_dir=run_dir)
         write_report(run_dir)
+        if state.failed or state.failed_rounds:
+            # Flower marks the run finished:failed, and `fedmodel deploy status` exits non-zero.
+            reason = state.stop_reason or f"rounds {state.failed_rounds} had fewer replies than min-replies"
+            raise RuntimeError(f"federated run failed: {reason}")
 
     return app

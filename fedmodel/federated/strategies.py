@@ -32,19 +32,23 @@ def sampling(config: FederatedConfig) -> dict[str, Any]:
     # turning 10 into 9.
     fraction = (config.clients_per_round + 0.5) / config.num_clients
     evaluate = max(1, round(config.num_clients * config.fraction_evaluate)) if config.fraction_evaluate else 0
+    # The server waits for its quorum itself (with a timeout) and shows the strategy the nodes connected
+    # then; so that Flower never waits for more nodes than that (it would wait without limit), the minimums
+    # are capped at the quorum.
+    quorum = config.quorum
     train = (
         {"fraction_train": 1.0, "min_train_nodes": 0, "min_available_nodes": 0}
         if config.client_dp
         else {
             "fraction_train": min(1.0, fraction),
-            "min_train_nodes": config.clients_per_round,
-            "min_available_nodes": config.num_clients,
+            "min_train_nodes": min(config.clients_per_round, quorum),
+            "min_available_nodes": quorum,
         }
     )
     return {
         **train,
         "fraction_evaluate": min(1.0, (evaluate + 0.5) / config.num_clients) if evaluate else 0.0,
-        "min_evaluate_nodes": evaluate,
+        "min_evaluate_nodes": min(evaluate, quorum),
     }
 
 

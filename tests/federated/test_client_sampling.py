@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedmodel.federated.client_sampling import SampledGrid, sample_clients, wait_for_nodes
+from fedmodel.federated.client_sampling import QuorumError, SampledGrid, sample_clients, wait_for_nodes
 from fedmodel.federated.config import FederatedConfig
 from fedmodel.federated.dp_strategy import ClientLevelDP
 from fedmodel.federated.strategies import make_strategy
@@ -92,3 +92,15 @@ def _config():  # type: ignore[no-untyped-def]
     from flwr.app import ConfigRecord
 
     return ConfigRecord()
+
+
+def test_wait_for_nodes_gives_up_after_the_timeout_with_the_counts() -> None:
+    grid = Grid(2)
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    with pytest.raises(QuorumError, match=r"only 2 of the 3 clients .* within 5 s"):
+        wait_for_nodes(grid, 3, timeout=5.0, sleep=sleep, clock=lambda: now[0])
+    assert now[0] == 5.0  # it waited the whole timeout, not less

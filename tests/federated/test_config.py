@@ -45,3 +45,18 @@ def test_switches_accept_true_and_false_as_typed_on_the_command_line() -> None:
         FederatedConfig.from_mapping({"dp-outputs-only": "yes"})
     with pytest.raises(ConfigError, match="client-sampling must be one of poisson, fixed-size; got 'random'"):
         FederatedConfig.from_mapping({"client-sampling": "random"})
+
+
+def test_every_setting_is_declared_for_flwr_run_and_the_declared_defaults_are_valid() -> None:
+    """`flwr run` rejects --run-config keys that pyproject.toml does not declare (the DP keys once were not)."""
+    import dataclasses
+    import tomllib
+    from pathlib import Path
+
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    declared = tomllib.loads(pyproject.read_text())["tool"]["flwr"]["app"]["config"]
+    fields = {f.name.replace("_", "-") for f in dataclasses.fields(FederatedConfig)} - {"hparams"}
+    assert fields <= set(declared), sorted(fields - set(declared))
+    config = FederatedConfig.from_mapping(declared)
+    assert config.dp_noise is None and config.local_dp_noise is None and config.run_dir is None
+    assert config.quorum == config.clients_per_round

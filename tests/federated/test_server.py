@@ -95,3 +95,40 @@ def test_the_report_renders_an_accountant_that_could_not_answer(tmp_path) -> Non
     (tmp_path / "run.json").write_text(json.dumps(record))
     write_report(tmp_path)
     assert "n/a: too small a noise (pld)" in (tmp_path / "report.md").read_text()
+
+
+def _reply(arrays: list[np.ndarray], *, metrics: dict[str, float] | None = None, extra: bool = False):  # type: ignore[no-untyped-def]
+    from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+
+    content = RecordDict({"arrays": ArrayRecord(arrays), "metrics": MetricRecord(metrics or {"num-examples": 3})})
+    if extra:
+        content["smuggled"] = ConfigRecord({"x": "labels"})
+    return Message(content, dst_node_id=0, message_type="train")
+
+
+def test_malformed_replies_are_rejected_with_a_reason_and_good_ones_kept() -> None:
+    from fedmodel.federated.server import audit_replies
+
+    reference = [np.zeros((4, 2), np.float32), np.zeros(2, np.float32)]
+    good = _reply([np.ones((4, 2), np.float32), np.ones(2, np.float32)])
+    replies = [
+        good,
+        _reply([np.ones((2, 4), np.float32), np.ones(2, np.float32)]),  # wrong shape
+        _reply([np.ones((4, 2), np.int32), np.ones(2, np.int32)]),  # not floats
+        _reply([np.full((4, 2), np.nan, np.float32), np.ones(2, np.float32)]),  # NaN
+        _reply([np.ones((4, 2), np.float32), np.ones(2, np.float32)], extra=True),  # an extra record
+    ]
+    reasons: list[str] = []
+    kept, rejected = audit_replies(replies, reference, reasons=reasons)
+    assert kept == [good] and rejected == 4 and len(reasons) == 4
+    assert "do not match" in reasons[0] and "do not match" in reasons[1]
+    assert "NaN or Inf" in reasons[2] and "unexpected records config:smuggled" in reasons[3]
+
+
+def test_quorum_caps_flowers_minimums_so_it_never_waits_for_more_nodes_than_were_connected() -> None:
+    from fedmodel.federated.strategies import sampling
+
+    config = FederatedConfig(num_clients=10, clients_per_round=5, min_available_clients=3, fraction_evaluate=0.8)
+    got = sampling(config)
+    assert got["min_available_nodes"] == 3 and got["min_train_nodes"] == 3 and got["min_evaluate_nodes"] == 3
+    assert sampling(FederatedConfig(num_clients=10, clients_per_round=5))["min_train_nodes"] == 5

@@ -1,0 +1,172 @@
+"""The real deployment engine on loopback: flower-superlink (TLS, node authentication, state.db), registered
+flower-supernode processes with their own data files, `flwr run`; nothing mocked.
+
+Each scenario is one :class:`~fedmodel.deploy.trial.Deployment`; every process it started is stopped
+(also when the test fails), and the tests check that none is left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fedmodel.deploy.certs import make_ca, make_node_keys
+from fedmodel.deploy.trial import Deployment
+from fedmodel.federated.config import FederatedConfig
+
+pytestmark = pytest.mark.slow  # real Flower processes, TensorFlow in each: minutes
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE = {
+    "model": "mlp", "hparams": {"hidden": [32]}, "dataset": "digits", "num_clients": 3, "clients_per_round": 3,
+    "partition": "iid", "local_epochs": 1, "local_batch_size": 16, "client_lr": 0.2, "fraction_evaluate": 0.0,
+    "reply_timeout": 120.0, "available_timeout": 120.0,
+}  # fmt: skip
+
+
+def leftovers(workdir: Path) -> list[str]:
+    """Command lines of live processes that mention the work directory (none may survive a test)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = (proc / "stat").read_text().split(")")[-1].split()[0]
+        except OSError:
+            continue
+        if str(workdir) in cmdline and state != "Z":
+            found.append(cmdline)
+    return found
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(1.0)
+
+
+def rounds_done(run_dir: Path) -> int:
+    try:
+        return len(json.loads((run_dir / "run.json").read_text())["rounds"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def test_trial_command_with_client_level_and_local_dp(tmp_path: Path) -> None:
+    """`fedmodel deploy trial`: TLS + node auth + 3 SuperNodes, DP-FedAvg and local DP-SGD, exit 0."""
+    workdir = tmp_path / "trial"
+    args = [sys.executable, "-m", "fedmodel.cli", "deploy", "trial", "--workdir", str(workdir)]
+    settings = [
+        "model=mlp", "hparam-hidden=[32]", "dataset=digits", "num-clients=3", "clients-per-round=2", "rounds=3",
+        "partition=iid", "local-epochs=2", "client-lr=0.2", "dp-noise=0.3", "dp-clip=2.0", "delta=1e-3",
+        "local-dp-noise=0.5", "local-dp-clip=2.0", "fraction-evaluate=0.5", "reply-timeout=300",
+    ]  # fmt: skip
+    for setting in settings:
+        args += ["--set", setting]
+    try:
+        proc = subprocess.run(
+            args, capture_output=True, text=True, timeout=1500, cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False,
+        )  # fmt: skip
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+        record = json.loads((workdir / "run" / "run.json").read_text())
+        assert record["status"] == "completed" and record["rounds_run"] == 3
+        assert [r["round"] for r in record["rounds"]] == [1, 2, 3]
+        assert record["privacy"]["rounds"] == 3 and record["privacy"]["unit"] == "client"
+        assert record["privacy"]["local_dp"]["epsilon_max_over_clients"] > 0
+        assert record["reply_audit"]["records"] == ["arrays:arrays", "metrics:metrics"]
+        ledger = json.loads((workdir / "run" / "privacy_ledger.json").read_text())
+        assert sum(e["count"] for e in ledger["entries"]) == 3
+        for name in ("report.md", "privacy_report.md"):
+            assert (workdir / "run" / name).is_file()
+        # The per-round lines were printed as the run went, and the keys are private to their owners.
+        assert "round   3" in proc.stderr
+        for key in [*workdir.glob("keys/*.key"), *workdir.glob("certs/*.key")]:
+            assert key.stat().st_mode & 0o077 == 0, key
+    finally:
+        assert leftovers(workdir) == []
+
+
+@pytest.fixture
+def deployment(tmp_path: Path):  # type: ignore[no-untyped-def]
+    config = FederatedConfig(**BASE, rounds=4)  # type: ignore[arg-type]
+    dep = Deployment(tmp_path / "dep", nodes=3)
+    try:
+        dep.prepare(config)
+        dep.start_superlink()
+        yield dep, config
+    finally:
+        dep.stop()
+        assert leftovers(dep.workdir) == []
+
+
+def test_unauthenticated_nodes_are_refused_and_a_killed_node_does_not_stop_the_run(deployment) -> None:  # type: ignore[no-untyped-def]
+    dep, config = deployment
+    # A node whose key was never registered, and a node that does not trust the server's CA: both refused.
+    stranger = make_node_keys(dep.workdir / "stranger", "stranger")
+    dep.start_node(0, key=stranger.private)
+    other_ca = make_ca(dep.workdir / "other-ca")
+    dep.start_node(1, ca=other_ca.cert)
+    wait_for(lambda: not dep.processes["node-000"].alive(), 120, "the unregistered node to give up")
+    wait_for(lambda: not dep.processes["node-001"].alive(), 120, "the node without the CA to give up")
+    refused = dep.processes["node-000"].log.read_text()
+    assert "UNAUTHENTICATED" in refused or "not registered" in refused.lower() or "denied" in refused.lower(), refused[
+        -2000:
+    ]
+    untrusted = dep.processes["node-001"].log.read_text()
+    assert "CERTIFICATE_VERIFY_FAILED" in untrusted or "certificate" in untrusted.lower(), untrusted[-2000:]
+    for name in ("node-000", "node-001"):
+        dep.processes.pop(name).stop()
+        dep.processes.pop(f"{name}-exec").stop()
+
+    # The registered nodes join; node 2 is killed after round 1 and the run finishes with the other two.
+    dep.register_nodes()
+    dep.start_nodes()
+    run_config = {**config.to_run_config(), "min-available-clients": 2, "min-replies": 2, "run-dir": str(dep.run_dir)}
+    run_id = dep.submit(run_config)
+    wait_for(lambda: rounds_done(dep.run_dir) >= 1, 900, "round 1")
+    dep.processes["node-002"].stop(kill=True)
+    dep.processes["node-002-exec"].stop(kill=True)
+    state = dep.follow(run_id, timeout=1200)
+    assert state.succeeded, state.describe()
+    record = json.loads((dep.run_dir / "run.json").read_text())
+    assert record["status"] == "completed" and record["rounds_run"] == 4 and record["failed_rounds"] == []
+    diagnostics = json.loads((dep.run_dir / "diagnostics.json").read_text())
+    assert any(d.get("dropped") for d in diagnostics["rounds"][1:]) or all(
+        d["replies"] == 2 for d in diagnostics["rounds"][2:]
+    )
+    assert [d["replies"] for d in diagnostics["rounds"]][-1] == 2
+    accuracies = [r["accuracy"] for r in record["rounds"]]
+    assert accuracies[-1] > 0.5
+
+
+def test_a_restarted_superlink_resumes_a_dp_run_from_its_last_round(deployment) -> None:  # type: ignore[no-untyped-def]
+    dep, config = deployment
+    dep.register_nodes()
+    dep.start_nodes()
+    run_config = {
+        **config.to_run_config(), "dp-noise": 0.5, "dp-clip": 2.0, "delta": 1e-3, "run-dir": str(dep.run_dir),
+    }  # fmt: skip
+    dep.submit(run_config)
+    wait_for(lambda: rounds_done(dep.run_dir) >= 2, 900, "round 2")
+    dep.processes.pop("superlink").stop(kill=True)
+    done = rounds_done(dep.run_dir)
+    dep.start_superlink()  # same state.db: the registered nodes reconnect
+    run_id = dep.submit(run_config)  # the documented command: the same run-dir again
+    state = dep.follow(run_id, timeout=1200)
+    assert state.succeeded, state.describe()
+    record = json.loads((dep.run_dir / "run.json").read_text())
+    assert [r["round"] for r in record["rounds"]] == [1, 2, 3, 4] and record["status"] == "completed"
+    ledger = json.loads((dep.run_dir / "privacy_ledger.json").read_text())
+    assert sum(e["count"] for e in ledger["entries"]) == 4  # rounds before and after the restart, once each
+    assert "resuming" in (dep.logs / "superlink.log").read_text()
+    assert done >= 2
