@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def fedmodel(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as a user's shell has it
+    env["PYTHONPATH"] = str(ROOT)
     return subprocess.run(
         [sys.executable, "-m", "fedmodel.cli", *args],
         capture_output=True,
@@ -137,6 +138,27 @@ def test_train_json_prints_only_json_on_stdout(tmp_path: Path) -> None:
     assert 0 <= summary["accuracy"] <= 1 and summary["epochs_run"] == 2
     assert (tmp_path / "run" / "run.json").is_file()
     assert "epoch 2/2" in proc.stderr  # progress went to stderr
+    assert "Unable to register" not in proc.stderr  # TensorFlow's C++ import noise (cuDNN/cuFFT/cuBLAS factories)
+
+
+def test_tensorflow_log_level_is_set_before_tensorflow_and_inherited() -> None:
+    code = (
+        "import os, subprocess, sys\nfrom fedmodel.cli import main\nmain(['zoo'])\n"
+        "print(os.environ.get('TF_CPP_MIN_LOG_LEVEL'), file=sys.stderr)\n"
+        "subprocess.run([sys.executable, '-c', 'import tensorflow'], check=True)  # as a Ray worker would\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr.splitlines()[0] == "3" and "Unable to register" not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_a_tensorflow_log_level_the_user_set_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fedmodel import cli
+
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "1")
+    assert cli.main(["zoo", "--format", "json"]) == 0
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "1"
 
 
 def test_partition_prints_each_clients_labels_and_writes_a_plot(tmp_path: Path) -> None:
