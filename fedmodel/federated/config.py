@@ -56,7 +56,8 @@ class FederatedConfig:
         nodes are connected, waiting at most ``available_timeout`` seconds (then the run stops as failed);
         replies are awaited at most ``reply_timeout`` seconds; a round in which fewer than
         ``min(min_replies, sampled)`` sampled clients replied is recorded as failed and leaves the model
-        unchanged (with client-level DP it is still charged to the ledger).
+        unchanged (with client-level DP it is still charged to the ledger); ``min_replies = 0`` counts
+        every round.
     dp_outputs_only:
         Write and print only what the privacy ledger covers (model weights, ledger, noised aggregates,
         server-side test metrics); skip federated evaluation and every diagnostic computed on the
@@ -112,7 +113,6 @@ class FederatedConfig:
             "local_epochs",
             "local_batch_size",
             "seq_len",
-            "min_replies",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -121,6 +121,8 @@ class FederatedConfig:
             raise ConfigError(
                 f"clients-per-round must be <= num-clients, got {self.clients_per_round} > {self.num_clients}"
             )
+        if not isinstance(self.min_replies, int) or isinstance(self.min_replies, bool) or self.min_replies < 0:
+            raise ConfigError(f"min-replies must be an integer >= 0, got {self.min_replies!r}")
         if self.min_available_clients is not None and (
             not isinstance(self.min_available_clients, int)
             or isinstance(self.min_available_clients, bool)

@@ -49,6 +49,8 @@ from fedmodel.privacy.ledger import PrivacyLedger, remaining_steps
 from fedmodel.rundir import versions, write_json
 
 DIAGNOSTICS = "diagnostics.json"
+#: Settings a resumed run may change (a deployment that lost a node may lower its quorum).
+QUORUM_SETTINGS = ("min_available_clients", "available_timeout", "reply_timeout", "min_replies")
 #: Enforces target-epsilon and labels per-round epsilon: RDP, the one accountant that also bounds fixed-size sampling.
 BUDGET_ACCOUNTANT: AccountantName = "rdp"
 LOCAL_EPSILON = "local-epsilon"
@@ -536,7 +538,7 @@ def check_run_dir(run_dir: Path, config: FederatedConfig) -> None:
         return
     saved = json.loads(record.read_text()).get("config", {})
     mine = json.loads(json.dumps(config.to_dict(), default=list))
-    ignored = {"rounds", "run_dir", "fail_partitions"}
+    ignored = {"rounds", "run_dir", "fail_partitions", *QUORUM_SETTINGS}
     diff = sorted(k for k in mine if k not in ignored and saved.get(k) != mine[k])
     if diff:
         raise ConfigError(
