@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import json
 import os
 import sys
@@ -141,24 +142,30 @@ def cmd_simulate(args: argparse.Namespace, *, base: dict[str, Any] | None = None
         + f" -> {config.run_dir}",
         file=sys.stderr,
     )
-    from fedmodel.federated.simulate import run_simulation
+    from fedmodel.federated.simulate import ray_cpus, run_simulation
 
-    run_simulation(config)
-    import json as _json
-
+    print(
+        f"starting {config.num_clients} simulated clients on Ray, {ray_cpus()} at a time "
+        "(TensorFlow loads in each worker, so round 1 takes longer)...",
+        file=sys.stderr,
+        flush=True,
+    )
+    # The server prints each round to stderr as it ends; whatever else the apps, Flower or Ray print goes there
+    # too, so that stdout holds only the result (JSON with --format json).
+    with contextlib.redirect_stdout(sys.stderr):
+        run_simulation(config)
     record_path = Path(str(config.run_dir)) / "run.json"
     if not record_path.is_file():
         print("fedmodel: error: the simulation ended without a result (see the log above)", file=sys.stderr)
         return 1
-    record = _json.loads(record_path.read_text())
+    record = json.loads(record_path.read_text())
     if args.format == "json":
-        print(
-            _json.dumps({"run_dir": config.run_dir, "final": record["final"], "privacy": record["privacy"]}, indent=2)
-        )
+        print(json.dumps({"run_dir": config.run_dir, "final": record["final"], "privacy": record["privacy"]}, indent=2))
     else:
-        from fedmodel.federated.report import rounds_table
-
-        print(rounds_table(record["rounds"], markdown=False))
+        final = record.get("final") or {}
+        if final:
+            shown = ", ".join(f"{k} {_show(final[k])}" for k in ("loss", "accuracy") if final.get(k) is not None)
+            print(f"final model (round {final.get('round')}): test {shown}")
         privacy = record.get("privacy") or {}
         if privacy.get("epsilon"):
             print(f"client-level DP: epsilon {_show(privacy['epsilon'])} at delta {config.delta} (unit: one client)")

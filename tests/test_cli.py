@@ -312,3 +312,32 @@ def test_simulate_refuses_a_central_run_directory_before_ray_starts(
     err = capsys.readouterr().err
     assert f"fedmodel: error: run directory {run_dir} holds a central (train) run" in err, err
     assert {str(p): p.stat().st_mtime_ns for p in run_dir.rglob("*")} == before
+
+
+@pytest.mark.parametrize("fmt", ["table", "json"])
+def test_simulate_prints_rounds_once_and_stdout_holds_only_the_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], fmt: str
+) -> None:
+    from fedmodel import cli
+    from fedmodel.federated import simulate
+    from fedmodel.federated.config import FederatedConfig
+
+    def fake_simulation(config: FederatedConfig, **kwargs: object) -> None:
+        """What the real one does to the streams: the server's lines, a stray print, and run.json."""
+        assert "starting 4 simulated clients on Ray" in capsys.readouterr().err  # said before Ray starts
+        print(f"run directory: {config.run_dir}")  # as the ServerApp prints it, to stdout
+        for rnd in (1, 2):
+            print(f"round {rnd:>3}  loss {1.0 / rnd:.4f}  accuracy 0.5000  sampled 2", file=sys.stderr)
+        _finished_federated_run(Path(str(config.run_dir)), SMALL_RUN, rounds_run=2)
+
+    monkeypatch.setattr(simulate, "run_simulation", fake_simulation)
+    argv = ["simulate", *(a for kv in SMALL_RUN.items() for a in ("--set", f"{kv[0]}={kv[1]}"))]
+    assert cli.main([*argv, "--run-dir", str(tmp_path / "run"), "--format", fmt]) == 0
+    out, err = capsys.readouterr()
+    assert "run directory:" in err and "run directory:" not in out
+    assert [line.split()[1] for line in (out + err).splitlines() if line.startswith("round")] == ["1", "2"]
+    if fmt == "json":
+        assert json.loads(out)["final"]["round"] == 2
+    else:
+        assert "final model (round 2): test loss 0.5000, accuracy 0.5000" in out
+        assert f"report: {tmp_path / 'run'}/report.md" in out

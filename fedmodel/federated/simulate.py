@@ -134,6 +134,11 @@ def check_continuation(config: FederatedConfig) -> None:
         )
 
 
+def ray_cpus(num_cpus: int | None = None) -> int:
+    """CPUs Ray gets, one client actor each: ``num_cpus``, else every core."""
+    return num_cpus or os.cpu_count() or 1
+
+
 def run_simulation(config: FederatedConfig, *, num_cpus: int | None = None) -> None:
     """Run the federated experiment on Flower's Ray simulation engine (blocks until done)."""
     import logging
@@ -143,8 +148,8 @@ def run_simulation(config: FederatedConfig, *, num_cpus: int | None = None) -> N
     from fedmodel.federated.client_app import make_client_app
     from fedmodel.federated.server_app import make_server_app
 
-    logging.getLogger("flwr").setLevel(logging.WARNING)  # fedmodel prints its own per-round table
-    cpus = num_cpus or os.cpu_count() or 1
+    logging.getLogger("flwr").setLevel(logging.WARNING)  # fedmodel prints its own line per round
+    cpus = ray_cpus(num_cpus)
     backend = {
         "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
         "init_args": {"num_cpus": cpus, "include_dashboard": False, "log_to_driver": True},
