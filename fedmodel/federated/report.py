@@ -1,8 +1,12 @@
-"""The report of a federated run: a per-round table (Markdown + JSON) and PNG plots.
+"""The report of a federated run: ``report.md`` (with ``report.json``) and PNG plots.
 
-Two tables, kept apart as the run directory keeps them: what the privacy ledger covers (``run.json``:
-server-side test metrics of the released model, epsilon, clip, clients sampled) and the diagnostics
-computed on the clients' data without noise (``diagnostics.json``), headed as not covered.
+``report.md`` is the run: settings, a per-round table, the plots (``accuracy.png``; ``epsilon.png`` with
+client-level DP) and the diagnostics. Two tables, kept apart as the run directory keeps them: what the privacy
+ledger covers (``run.json``: server-side test metrics of the released model, epsilon, clip, clients sampled) and
+the diagnostics computed on the clients' data without noise (``diagnostics.json``), headed as not covered.
+
+The privacy accounting of a run with a ledger (unit, adjacency, sampling bound, accountants, epsilon per round)
+is ``privacy_report.md``, written by :func:`fedmodel.privacy.report.report_run` and linked from ``report.md``.
 
 Plots: accuracy of the global model on the server's test set per round (and federated evaluation
 accuracy, marked "not DP", when the clients evaluated), and epsilon per round for client-level DP runs.
@@ -18,6 +22,8 @@ from typing import Any
 from fedmodel.atomic import atomic_write, atomic_write_with
 from fedmodel.errors import ConfigError
 from fedmodel.privacy.ledger import LEDGER_FILE
+from fedmodel.privacy.report import REPORT_MD as PRIVACY_REPORT
+from fedmodel.privacy.report import report_run
 
 COLUMNS = ("round", "loss", "accuracy", "epsilon", "clip", "sampled")
 DIAGNOSTIC_COLUMNS = (
@@ -47,7 +53,13 @@ def rounds_table(rows: list[dict[str, Any]], *, markdown: bool, columns: tuple[s
 
 
 def write_report(run_dir: str | Path) -> list[Path]:
-    """Write ``report.md``, ``report.json``, ``accuracy.png`` (and ``epsilon.png`` with DP) into ``run_dir``."""
+    """Write ``report.md``, ``report.json``, ``accuracy.png`` (and ``epsilon.png`` with DP) into ``run_dir``.
+
+    ``report.md`` is the run: its settings, the released model's test metrics per round, the plots and the
+    diagnostics. A run with a privacy ledger also gets ``privacy_report.md`` (:mod:`fedmodel.privacy.report`:
+    unit, adjacency, sampling bound, accountants, epsilon per round from the ledger), which ``report.md``
+    links instead of repeating.
+    """
     run = Path(run_dir)
     record_path = run / "run.json"
     if not record_path.is_file():
@@ -55,7 +67,40 @@ def write_report(run_dir: str | Path) -> list[Path]:
     record = json.loads(record_path.read_text())
     rows: list[dict[str, Any]] = record.get("rounds", [])
     config = record.get("config", {})
-    written = []
+    privacy = record.get("privacy")
+    diagnostics = _diagnostics(run)
+    has_ledger = (run / LEDGER_FILE).is_file()
+    plots: list[tuple[Path, str]] = []
+    if rows:
+        merged = [{**d, **r} for r, d in zip(rows, _aligned(rows, diagnostics), strict=True)]
+        series = [("accuracy", "test accuracy (server)"), ("fed_accuracy", "federated evaluation (not DP)")]
+        plots.append((_plot(run / "accuracy.png", merged, series, "accuracy"), "test accuracy per round"))
+        if any("epsilon" in r for r in rows):
+            ylabel = f"epsilon (delta = {privacy['delta']})" if privacy else "epsilon"
+            path = _plot(run / "epsilon.png", rows, [("epsilon", "epsilon (RDP)")], ylabel)
+            plots.append((path, "epsilon per round"))
+    lines = _markdown(record, rows, config, privacy, diagnostics, has_ledger=has_ledger, plots=plots)
+    written = [atomic_write(run / "report.md", "\n".join(lines))]
+    written.append(
+        atomic_write(run / "report.json", json.dumps({"config": config, "rounds": rows, "privacy": privacy}, indent=2))
+    )
+    written += [path for path, _ in plots]
+    if has_ledger:
+        written += list(report_run(run).values())
+    return written
+
+
+def _markdown(
+    record: dict[str, Any],
+    rows: list[dict[str, Any]],
+    config: dict[str, Any],
+    privacy: dict[str, Any] | None,
+    diagnostics: dict[str, Any] | None,
+    *,
+    has_ledger: bool,
+    plots: list[tuple[Path, str]],
+) -> list[str]:
+    """The lines of ``report.md``; privacy accounting details are left to the linked ``privacy_report.md``."""
     lines = [
         f"# Federated run: {config.get('model')} on {config.get('dataset')}",
         "",
@@ -65,14 +110,20 @@ def write_report(run_dir: str | Path) -> list[Path]:
         f"- local training: {config.get('local_epochs')} epoch(s) at batch {config.get('local_batch_size')}, "
         f"{config.get('client_optimizer')} lr {config.get('client_lr')}",
     ]
-    privacy = record.get("privacy")
     if privacy:
         eps = ", ".join(f"{_cell(v)} ({k})" for k, v in privacy.get("epsilon", {}).items())
         if "rounds" in privacy:
-            lines += [
+            line = (
                 f"- client-level DP: epsilon {eps} at delta {privacy['delta']} after {privacy['rounds']} rounds; "
-                f"unit: one client ({privacy.get('adjacency')}); client sampling {privacy.get('bound')}",
-            ]
+                "unit: one client"
+            )
+            if has_ledger:
+                line += (
+                    f" (adjacency, sampling bound, accountants and the ledger: [{PRIVACY_REPORT}]({PRIVACY_REPORT}))"
+                )
+            else:
+                line += f" ({privacy.get('adjacency')}); client sampling {privacy.get('bound')}"
+            lines.append(line)
         local = privacy.get("local_dp")
         if local:
             lines.append(
@@ -83,40 +134,18 @@ def write_report(run_dir: str | Path) -> list[Path]:
         lines.append(f"- {record['stop_reason']}")
     lines += ["", "## Released under the privacy ledger" if privacy else "## Rounds", ""]
     lines += [rounds_table(rows, markdown=True), ""]
-    diagnostics = _diagnostics(run)
+    if plots:
+        lines += ["## Plots", ""]
+        for path, title in plots:
+            lines += [f"![{title}]({path.name})", ""]
+        if diagnostics and any("fed_accuracy" in d for d in diagnostics["rounds"]):
+            lines += ["The accuracy plot's federated evaluation is a diagnostic, not covered by epsilon.", ""]
     if diagnostics:
         lines += ["## Diagnostics: NOT covered by epsilon", "", str(diagnostics.get("note", "")), ""]
         lines += [rounds_table(diagnostics["rounds"], markdown=True, columns=DIAGNOSTIC_COLUMNS), ""]
     elif record.get("outputs", {}).get("dp_outputs_only"):
         lines += ["Run with dp-outputs-only: no diagnostics on the clients' data were computed or written.", ""]
-    written.append(atomic_write(run / "report.md", "\n".join(lines)))
-    written.append(
-        atomic_write(run / "report.json", json.dumps({"config": config, "rounds": rows, "privacy": privacy}, indent=2))
-    )
-    if rows:
-        merged = [{**d, **r} for r, d in zip(rows, _aligned(rows, diagnostics), strict=True)]
-        written.append(
-            _plot(
-                run / "accuracy.png",
-                merged,
-                [("accuracy", "test accuracy (server)"), ("fed_accuracy", "federated evaluation (not DP)")],
-                "accuracy",
-            )
-        )
-        if any("epsilon" in r for r in rows):
-            written.append(
-                _plot(
-                    run / "epsilon.png",
-                    rows,
-                    [("epsilon", "epsilon (RDP)")],
-                    f"epsilon (delta = {privacy['delta']})" if privacy else "epsilon",
-                )
-            )
-    if (run / LEDGER_FILE).is_file():
-        from fedmodel.privacy.report import report_run
-
-        written += list(report_run(run).values())
-    return written
+    return lines
 
 
 def _diagnostics(run: Path) -> dict[str, Any] | None:
