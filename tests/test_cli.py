@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -341,3 +342,12 @@ def test_simulate_prints_rounds_once_and_stdout_holds_only_the_result(
     else:
         assert "final model (round 2): test loss 0.5000, accuracy 0.5000" in out
         assert f"report: {tmp_path / 'run'}/report.md" in out
+
+
+def test_readme_links_stay_inside_the_repository() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert "../" not in readme  # e.g. a design note in a folder beside the checkout, absent from a clone
+    for target in re.findall(r"\]\(([^)#\s]+)", readme):
+        if "://" not in target:
+            path = (ROOT / target).resolve()
+            assert path.is_relative_to(ROOT) and path.exists(), target
