@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -351,3 +352,28 @@ def test_readme_links_stay_inside_the_repository() -> None:
         if "://" not in target:
             path = (ROOT / target).resolve()
             assert path.is_relative_to(ROOT) and path.exists(), target
+
+
+def test_the_simulate_precheck_refuses_exactly_the_settings_the_server_refuses(tmp_path: Path) -> None:
+    from fedmodel.errors import ConfigError
+    from fedmodel.federated.config import FederatedConfig
+    from fedmodel.federated.server import check_run_dir
+    from fedmodel.federated.simulate import check_continuation
+
+    config = FederatedConfig.from_mapping({**SMALL_RUN, "run-dir": str(tmp_path)})
+
+    def refuses(check: Callable[[], None]) -> bool:
+        try:
+            check()
+        except ConfigError:
+            return True
+        return False
+
+    allowed = []
+    for key in config.to_dict():  # one setting changed at a time, in the saved run
+        saved = {**json.loads(json.dumps(config.to_dict(), default=list)), key: "another value"}
+        (tmp_path / "run.json").write_text(json.dumps({"kind": "federated", "config": saved, "rounds_run": 0}))
+        server = refuses(lambda: check_run_dir(tmp_path, config))
+        assert refuses(lambda: check_continuation(config)) == server, key
+        allowed += [] if server else [key]
+    assert {"rounds", "run_dir"} <= set(allowed) and "model" not in allowed

@@ -82,11 +82,6 @@ def preflight(config: FederatedConfig) -> None:
     partitions_for(config)
 
 
-#: Settings that may differ when a run directory is continued, as ``fedmodel.federated.server.check_run_dir``
-#: allows (raising ``rounds`` continues a run; ``fail-partitions`` is fault injection for tests).
-CONTINUABLE = frozenset({"rounds", "run_dir", "fail_partitions"})
-
-
 def check_continuation(config: FederatedConfig) -> None:
     """Refuse, before Ray starts, a run directory that ``config`` cannot continue (nothing is written).
 
@@ -119,10 +114,11 @@ def check_continuation(config: FederatedConfig) -> None:
         )
     saved = record.get("config", {})
     mine = json.loads(json.dumps(config.to_dict(), default=list))  # as run.json stores it (tuples as lists)
+    may_differ = continuable_settings()
     differences = [
         f"{key.replace('_', '-')} {saved.get(key)!r} in the run, {mine[key]!r} now"
         for key in sorted(mine)
-        if key not in CONTINUABLE and saved.get(key) != mine[key]
+        if key not in may_differ and saved.get(key) != mine[key]
     ]
     done = int(record.get("rounds_run") or 0)
     if config.rounds < done:
@@ -137,6 +133,17 @@ def check_continuation(config: FederatedConfig) -> None:
 def ray_cpus(num_cpus: int | None = None) -> int:
     """CPUs Ray gets, one client actor each: ``num_cpus``, else every core."""
     return num_cpus or os.cpu_count() or 1
+
+
+def continuable_settings() -> frozenset[str]:
+    """Settings that may differ when a run directory is continued: those the server's ``check_run_dir`` ignores.
+
+    Raising ``rounds`` continues a run; quorum settings and ``fail-partitions`` (fault injection) may change.
+    Imports the server (TensorFlow), so it is called only for a run directory that holds a run.
+    """
+    from fedmodel.federated.server import QUORUM_SETTINGS
+
+    return frozenset({"rounds", "run_dir", "fail_partitions", *QUORUM_SETTINGS})
 
 
 def run_simulation(config: FederatedConfig, *, num_cpus: int | None = None) -> None:
