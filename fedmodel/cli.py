@@ -175,6 +175,10 @@ def cmd_simulate(args: argparse.Namespace, *, base: dict[str, Any] | None = None
         if not config.dp_outputs_only and config.client_dp:
             print("diagnostics.json holds values computed on client data without noise (not covered by epsilon)")
         print(f"report: {config.run_dir}/report.md")
+    if record.get("status") == "failed" or record.get("failed_rounds"):
+        reason = record.get("stop_reason") or f"rounds {record['failed_rounds']} had fewer replies than min-replies"
+        print(f"fedmodel: the federated run failed: {reason}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -502,6 +506,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", help="output directory")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(func=cmd_demo)
+
+    from fedmodel.deploy.cli import add_parser as add_deploy_parser
+
+    add_deploy_parser(sub)
 
     from fedmodel.privacy import budget_cli
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,16 @@ def cmd_certs(args: argparse.Namespace) -> int:
     from fedmodel.deploy.certs import federation_snippet, make_ca, make_server_certificate
 
     out = Path(args.out)
+    created = not out.exists()
     ca = make_ca(out, force=args.force)
-    server = make_server_certificate(out, ca=ca, hosts=args.host, force=args.force)
+    try:
+        server = make_server_certificate(out, ca=ca, hosts=args.host, force=args.force)
+    except BaseException:  # nothing half-made: a CA without its server certificate is removed again
+        for path in (ca.cert, ca.key):
+            path.unlink(missing_ok=True)
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     print(f"CA certificate     {ca.cert}   (copy to every client host and to where you run `flwr run`)")
     print(f"CA key             {ca.key}   (0600; keep it off the server, it signs certificates)")
     print(f"server certificate {server.cert}  for {', '.join(args.host)}")

@@ -35,7 +35,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -54,9 +54,19 @@ def project_root() -> Path:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free TCP port on 127.0.0.1 below Linux's ephemeral range (32768+), where outgoing connections
+    (gRPC clients, Flower's helper processes) cannot take it between our check and the server's bind."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(20000, 32000)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free TCP port in 20000-32000 on 127.0.0.1")
 
 
 def run_config_arg(values: Mapping[str, Any]) -> str:
@@ -116,11 +126,17 @@ class Deployment:
         nodes: int,
         warm: bool = True,
         log: Callable[[str], None] | None = None,
+        server_host: str = "127.0.0.1",
+        node_prefix: Sequence[str] = (),
     ) -> None:
+        """``server_host``: the address the Fleet API binds and SuperNodes connect to (in the certificate);
+        ``node_prefix``: a command that SuperNodes and their executors run under (``ip netns exec NS``)."""
         if nodes < 1:
             raise ConfigError(f"a deployment trial needs at least 1 node, got {nodes}")
         self.workdir = Path(workdir).resolve()
         self.nodes = nodes
+        self.server_host = server_host
+        self.node_prefix = list(node_prefix)
         self.warm = warm
         self.say = log or (lambda text: print(text, file=sys.stderr, flush=True))
         self.certs = self.workdir / "certs"
@@ -147,7 +163,7 @@ class Deployment:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir()
         ca = make_ca(self.certs)
-        make_server_certificate(self.certs, ca=ca, hosts=["127.0.0.1", "localhost"])
+        make_server_certificate(self.certs, ca=ca, hosts=sorted({self.server_host, "127.0.0.1", "localhost"}))
         for i in range(self.nodes):
             make_node_keys(self.keys, f"node-{i:03d}")
         if config.num_clients != self.nodes:
@@ -196,7 +212,7 @@ class Deployment:
                 "--ssl-keyfile", str(self.certs / "server.key"),
                 "--enable-supernode-auth",
                 "--database", str(self.workdir / "state.db"),
-                "--fleet-api-address", f"127.0.0.1:{self.fleet_port}",
+                "--fleet-api-address", f"{self.server_host}:{self.fleet_port}",
                 "--control-api-address", self.control_address,
                 "--serverappio-api-address", f"127.0.0.1:{self.serverappio_port}",
             ],
@@ -233,7 +249,7 @@ class Deployment:
         flwr_dir = self.workdir / "flwr" / f"node-{i:03d}"
         args = [
             _bin("flower-supernode"),
-            "--superlink", f"127.0.0.1:{self.fleet_port}",
+            "--superlink", f"{self.server_host}:{self.fleet_port}",
             "--root-certificates", str(ca or self.ca),
             "--auth-supernode-private-key", str(key or self.node_key(i)),
             "--node-config", f"data-path='{self.node_data(i)}'",
@@ -243,11 +259,11 @@ class Deployment:
         ]  # fmt: skip
         if self.warm:
             args += ["--isolation", "process"]
-        self._start(f"node-{i:03d}", args, flwr_home=flwr_dir)
+        self._start(f"node-{i:03d}", [*self.node_prefix, *args], flwr_home=flwr_dir)
         if self.warm:
             self._start(
                 f"node-{i:03d}-exec",
-                [sys.executable, "-m", "fedmodel.cli", "deploy", "exec",
+                [*self.node_prefix, sys.executable, "-m", "fedmodel.cli", "deploy", "exec",
                  "--clientappio-api-address", f"127.0.0.1:{port}", "--flwr-dir", str(flwr_dir)],
                 flwr_home=flwr_dir,
             )  # fmt: skip

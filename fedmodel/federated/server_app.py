@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from flwr.app import Context
@@ -22,7 +23,7 @@ def make_server_app(config: FederatedConfig | None = None) -> ServerApp:
         cfg = config or FederatedConfig.from_mapping(dict(context.run_config))
         run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir("federated", cfg.model, cfg.dataset)
         check_run_dir(run_dir, cfg)
-        print(f"run directory: {run_dir.resolve()}", flush=True)
+        print(f"run directory: {run_dir.resolve()}", file=sys.stderr, flush=True)
         state = run_server(grid, cfg, run_dir=run_dir)
         write_report(run_dir)
         if state.failed or state.failed_rounds:
