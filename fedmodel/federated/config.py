@@ -172,6 +172,12 @@ class FederatedConfig:
         for name in ("dp_adaptive", "dp_outputs_only"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{_key(name)} must be true or false, got {getattr(self, name)!r}")
+        try:
+            self.failing_partitions  # noqa: B018 - parse it now, not in a client
+        except ValueError:
+            raise ConfigError(
+                f"fail-partitions must be comma-separated partition ids like \"0,3\", got {self.fail_partitions!r}"
+            ) from None
         object.__setattr__(self, "hparams", dict(self.hparams))
 
     @property
@@ -251,6 +257,8 @@ def _coerce(field: dataclasses.Field[Any], value: Any) -> Any:
         return None
     if str(field.type) == "bool" and isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
+    if field.name == "fail_partitions" and isinstance(value, int | tuple | list) and not isinstance(value, bool):
+        return ",".join(str(v) for v in (value if isinstance(value, tuple | list) else [value]))  # --set k=0,3
     if field.name in FLOATS and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     return value

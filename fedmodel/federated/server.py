@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 import time
 from collections.abc import Iterable
@@ -137,13 +138,15 @@ def _reply_problem(content: Any, reference: list[np.ndarray]) -> str | None:
     return None
 
 
+_CODE = re.compile(r"fedmodel/([a-z][a-z0-9-]*): ")
+
+
 def failure_code(reply: Message) -> str:
     """The short code of a client's error reply (``fedmodel/CODE: message``), else Flower's error code."""
-    reason = (reply.error.reason or "") if reply.has_error() else ""
-    marker = "fedmodel/"
-    if marker in reason:
-        return reason[reason.index(marker) + len(marker) :].split(":", 1)[0].strip() or "unknown"
-    return f"flower-{reply.error.code}" if reply.has_error() else "none"
+    if not reply.has_error():
+        return "none"
+    codes = _CODE.findall(reply.error.reason or "")
+    return codes[-1] if codes else f"flower-{reply.error.code}"
 
 
 def sampling_description(config: FederatedConfig) -> str:

@@ -26,8 +26,9 @@ def make_server_app(config: FederatedConfig | None = None) -> ServerApp:
         print(f"run directory: {run_dir.resolve()}", file=sys.stderr, flush=True)
         state = run_server(grid, cfg, run_dir=run_dir)
         write_report(run_dir)
-        if state.failed or state.failed_rounds:
-            # Flower marks the run finished:failed, and `fedmodel deploy status` exits non-zero.
+        if config is None and (state.failed or state.failed_rounds):
+            # Under `flwr run` Flower then marks the run finished:failed (and `fedmodel deploy status` exits
+            # non-zero); `fedmodel simulate` (config given) reads the failure from run.json instead.
             reason = state.stop_reason or f"rounds {state.failed_rounds} had fewer replies than min-replies"
             raise RuntimeError(f"federated run failed: {reason}")
 

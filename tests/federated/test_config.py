@@ -60,3 +60,11 @@ def test_every_setting_is_declared_for_flwr_run_and_the_declared_defaults_are_va
     config = FederatedConfig.from_mapping(declared)
     assert config.dp_noise is None and config.local_dp_noise is None and config.run_dir is None
     assert config.quorum == config.clients_per_round
+
+
+def test_fail_partitions_from_the_command_line_is_a_list_of_ids_and_garbage_is_refused() -> None:
+    assert FederatedConfig.from_mapping({"fail-partitions": (0, 3)}).failing_partitions == {0, 3}  # --set k=0,3
+    assert FederatedConfig.from_mapping({"fail-partitions": 4}).failing_partitions == {4}
+    assert FederatedConfig.from_mapping({"fail-partitions": "1, 2"}).failing_partitions == {1, 2}
+    with pytest.raises(ConfigError, match="fail-partitions must be comma-separated"):
+        FederatedConfig.from_mapping({"fail-partitions": "a,b"})

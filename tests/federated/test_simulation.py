@@ -118,3 +118,20 @@ def test_dp_outputs_only_writes_and_prints_nothing_the_ledger_does_not_cover(tmp
     assert {k for r in record["rounds"] for k in r} <= allowed
     assert "not DP" not in proc.stderr + proc.stdout
     assert "train_loss" not in (run_dir / "report.md").read_text()
+
+
+def test_a_round_without_usable_replies_fails_the_run_and_leaves_the_model_unchanged(tmp_path: Path) -> None:
+    run_dir = tmp_path / "failing"
+    args = [sys.executable, "-m", "fedmodel.cli", "simulate", "--run-dir", str(run_dir)]
+    settings = [s for s in SETTINGS if not s.startswith(("dp-", "delta", "fail-partitions", "min-replies"))]
+    for setting in [*settings, "rounds=1", "fail-partitions=0,1,2,3,4,5", "fraction-evaluate=0"]:
+        args += ["--set", setting]
+    proc = subprocess.run(
+        args, capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False
+    )
+    assert proc.returncode == 1, proc.stderr[-4000:]
+    assert "the federated run failed" in proc.stderr and "min-replies" in proc.stderr
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["failed_rounds"] == [1] and record["rounds"][0]["failed"] is True
+    diagnostics = json.loads((run_dir / "diagnostics.json").read_text())
+    assert diagnostics["rounds"][0]["failure_codes"] == {"fault-injection": 3}
