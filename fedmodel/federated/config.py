@@ -176,7 +176,7 @@ class FederatedConfig:
             self.failing_partitions  # noqa: B018 - parse it now, not in a client
         except ValueError:
             raise ConfigError(
-                f"fail-partitions must be comma-separated partition ids like \"0,3\", got {self.fail_partitions!r}"
+                f'fail-partitions must be comma-separated partition ids like "0,3", got {self.fail_partitions!r}'
             ) from None
         object.__setattr__(self, "hparams", dict(self.hparams))
 
