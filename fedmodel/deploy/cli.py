@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +111,14 @@ def cmd_trial(args: argparse.Namespace) -> int:
 
     config = _config(args)
     workdir = Path(args.workdir) if args.workdir else default_run_dir("deploy-trial", config.model, config.dataset)
-    status, _ = run_trial(config, workdir, warm=not args.cold, timeout=args.timeout)
+    try:
+        status, _ = run_trial(config, workdir, warm=not args.cold, timeout=args.timeout)
+    except KeyboardInterrupt:
+        print(
+            f"fedmodel: interrupted; every process stopped. Resume with the same command and --workdir {workdir}",
+            file=sys.stderr,
+        )
+        return 130
     return status
 
 

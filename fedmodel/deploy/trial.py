@@ -153,24 +153,44 @@ class Deployment:
         self.env = {**os.environ, "PATH": path, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}
 
     # -- material -----------------------------------------------------------------------------------
-    def prepare(self, config: Any) -> None:
-        """Certificates, node keys and each node's exported data file (new work directory only)."""
-        from fedmodel.deploy.certs import make_ca, make_node_keys, make_server_certificate
-        from fedmodel.federated.node_data import export_shards
+    def prepare(self, config: Any) -> bool:
+        """Certificates, node keys and each node's exported data file; returns False for a new work directory.
 
+        A work directory of an earlier trial (interrupted, or finished with fewer rounds) is reused as it is:
+        its material, its data files (checked against their manifest) and its run directory, which resumes.
+        """
+        from fedmodel.deploy.certs import make_ca, make_node_keys, make_server_certificate
+        from fedmodel.federated.node_data import export_shards, verify_manifest
+
+        if config.num_clients != self.nodes:
+            raise ConfigError(
+                f"num-clients is {config.num_clients}, the trial starts {self.nodes} nodes: make them equal"
+            )
         if self.workdir.exists() and any(self.workdir.iterdir()):
-            raise ConfigError(f"work directory {self.workdir} is not empty; pass a new one")
+            expected = [
+                self.ca,
+                *(self.node_key(i) for i in range(self.nodes)),
+                *(self.node_data(i) for i in range(self.nodes)),
+            ]
+            missing = [str(p.relative_to(self.workdir)) for p in expected if not p.is_file()]
+            if missing:
+                raise ConfigError(
+                    f"work directory {self.workdir} is not empty and not a trial of {self.nodes} nodes "
+                    f"(missing {', '.join(missing[:3])}); pass a new one"
+                )
+            changed = verify_manifest(self.data)
+            if changed:
+                raise ConfigError(f"the data files in {self.data} changed since they were exported: {changed}")
+            (self.workdir / "state.db").unlink(missing_ok=True)  # a new SuperLink; the run directory resumes
+            return True
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir()
         ca = make_ca(self.certs)
         make_server_certificate(self.certs, ca=ca, hosts=sorted({self.server_host, "127.0.0.1", "localhost"}))
         for i in range(self.nodes):
             make_node_keys(self.keys, f"node-{i:03d}")
-        if config.num_clients != self.nodes:
-            raise ConfigError(
-                f"num-clients is {config.num_clients}, the trial starts {self.nodes} nodes: make them equal"
-            )
         export_shards(config, self.data)
+        return False
 
     @property
     def ca(self) -> Path:
@@ -377,8 +397,10 @@ def run_trial(
     say = log or (lambda text: print(text, file=sys.stderr, flush=True))
     nodes = config.num_clients
     with interruptible(), Deployment(workdir, nodes=nodes, warm=warm, log=say) as deployment:
-        say(f"deployment trial in {deployment.workdir}: certificates, node keys, {nodes} data files")
-        deployment.prepare(config)
+        if deployment.prepare(config):
+            say(f"deployment trial in {deployment.workdir}: reusing its certificates, keys and data; the run resumes")
+        else:
+            say(f"deployment trial in {deployment.workdir}: made certificates, node keys, {nodes} data files")
         say("starting flower-superlink (TLS, SuperNode authentication, state.db)")
         deployment.start_superlink()
         deployment.register_nodes()

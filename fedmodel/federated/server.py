@@ -149,6 +149,28 @@ def failure_code(reply: Message) -> str:
     return codes[-1] if codes else f"flower-{reply.error.code}"
 
 
+#: Seconds between asks for replies (Flower's GrpcGrid.send_and_receive waits 3 s between asks).
+REPLY_POLL = 0.2
+
+
+def send_and_receive(grid: Grid, messages: list[Message], *, timeout: float, poll: float = REPLY_POLL) -> list[Message]:
+    """Flower's ``send_and_receive`` (push, then pull until every reply is in or ``timeout`` passes), asking
+    every ``poll`` seconds instead of every 3: in a deployment that is up to 3 s saved per message round."""
+    if not messages:
+        return []
+    waiting = set(grid.push_messages(messages))
+    deadline = time.monotonic() + timeout
+    replies: list[Message] = []
+    while waiting:
+        arrived = list(grid.pull_messages(waiting))
+        replies.extend(arrived)
+        waiting.difference_update(m.metadata.reply_to_message_id for m in arrived)
+        if not waiting or time.monotonic() >= deadline:
+            break
+        time.sleep(poll)
+    return replies
+
+
 def sampling_description(config: FederatedConfig) -> str:
     """How clients were drawn and which bound the ledger uses, in one line (for run.json and reports)."""
     if config.client_sampling == "fixed-size":
@@ -334,7 +356,7 @@ def run_server(
         view: Any = SampledGrid(grid, available)
         messages = list(state.strategy.configure_train(rnd, arrays, ConfigRecord(round_config), view))  # 2.
         sampled = state.strategy.last_sampled if isinstance(state.strategy, ClientLevelDP) else len(messages)
-        received = list(grid.send_and_receive(messages, timeout=reply_timeout)) if messages else []
+        received = send_and_receive(grid, messages, timeout=reply_timeout)
         reasons: list[str] = []
         replies, rejected = audit_replies(received, reference, state.seen, reasons)  # 3.
         for reason in reasons:
@@ -382,7 +404,7 @@ def run_server(
             if config.federated_evaluation:
                 eval_messages = state.strategy.configure_evaluate(rnd, arrays, ConfigRecord(round_config), view)
                 fed = state.strategy.aggregate_evaluate(
-                    rnd, grid.send_and_receive(eval_messages, timeout=reply_timeout)
+                    rnd, send_and_receive(grid, list(eval_messages), timeout=reply_timeout)
                 )
                 if fed is not None:
                     diag["fed_accuracy"] = _scalar(fed.get("eval_accuracy"))

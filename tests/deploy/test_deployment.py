@@ -238,3 +238,43 @@ def test_clients_in_their_own_network_namespace_reach_the_server_only_at_its_add
     finally:
         dep.stop()
         assert leftovers(dep.workdir) == []
+
+
+def test_ctrl_c_stops_the_trial_and_its_processes_and_the_same_command_resumes(tmp_path: Path) -> None:
+    import signal
+
+    workdir = tmp_path / "interrupted"
+    settings = [
+        "model=mlp", "hparam-hidden=[16]", "dataset=digits", "num-clients=2", "clients-per-round=2",
+        "partition=iid", "fraction-evaluate=0", "reply-timeout=300",
+    ]  # fmt: skip
+
+    def command(rounds: int) -> list[str]:
+        args = [sys.executable, "-m", "fedmodel.cli", "deploy", "trial", "--workdir", str(workdir)]
+        for setting in [*settings, f"rounds={rounds}"]:
+            args += ["--set", setting]
+        return args
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(command(50), cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        wait_for(lambda: rounds_done(workdir / "run") >= 1, 900, "round 1")
+        proc.send_signal(signal.SIGINT)  # to the trial only, as a terminal's Ctrl-C reaches its foreground process
+        start = time.monotonic()
+        _, err = proc.communicate(timeout=120)
+        stopped = time.monotonic() - start
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err[-3000:]
+    assert stopped < 60 and "Traceback" not in err
+    assert [line for line in err.splitlines() if line.startswith("fedmodel: interrupted")] != []
+    assert leftovers(workdir) == []
+    done = rounds_done(workdir / "run")
+    first = json.loads((workdir / "run" / "run.json").read_text())["rounds"]
+    # The same command (with the rounds wanted now) resumes from the checkpoint with the same material.
+    resumed = subprocess.run(command(done + 1), cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    record = json.loads((workdir / "run" / "run.json").read_text())
+    assert record["rounds"][:done] == first[:done] and len(record["rounds"]) == done + 1
+    assert "reusing its certificates" in resumed.stderr and leftovers(workdir) == []
