@@ -142,7 +142,7 @@ def cmd_simulate(args: argparse.Namespace, *, base: dict[str, Any] | None = None
         + f" -> {config.run_dir}",
         file=sys.stderr,
     )
-    from fedmodel.federated.simulate import ray_cpus, run_simulation
+    from fedmodel.federated.simulate import SimulationFailed, SimulationInterrupted, ray_cpus, run_simulation
 
     print(
         f"starting {config.num_clients} simulated clients on Ray, {ray_cpus()} at a time "
@@ -150,11 +150,26 @@ def cmd_simulate(args: argparse.Namespace, *, base: dict[str, Any] | None = None
         file=sys.stderr,
         flush=True,
     )
+    record_path = Path(str(config.run_dir)) / "run.json"
     # The server prints each round to stderr as it ends; whatever else the apps, Flower or Ray print goes there
     # too, so that stdout holds only the result (JSON with --format json).
-    with contextlib.redirect_stdout(sys.stderr):
-        run_simulation(config)
-    record_path = Path(str(config.run_dir)) / "run.json"
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            run_simulation(config)
+    except SimulationInterrupted as stop:  # Ctrl-C or SIGTERM: Ray is gone, the last finished round is kept
+        import shlex
+
+        command = ["fedmodel", *(getattr(args, "argv", None) or ["simulate"])]
+        if not args.run_dir:
+            command += ["--run-dir", str(config.run_dir)]
+        when = f"after round {stop.rounds_done}" if stop.rounds_done else "before round 1 finished"
+        print(f"fedmodel: interrupted {when}; resume with: {shlex.join(command)}", file=sys.stderr, flush=True)
+        return stop.exit_code
+    except SimulationFailed as err:
+        saved = json.loads(record_path.read_text()) if record_path.is_file() else {}
+        if not (saved.get("status") == "failed" or saved.get("failed_rounds")):  # those are reported below
+            print(f"fedmodel: error: {err} (see the log above)", file=sys.stderr)
+            return 1
     if not record_path.is_file():
         print("fedmodel: error: the simulation ended without a result (see the log above)", file=sys.stderr)
         return 1
