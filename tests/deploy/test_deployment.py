@@ -54,6 +54,12 @@ def wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-u
         time.sleep(1.0)
 
 
+def status_exit(dep: Deployment, run_id: int) -> int:
+    from fedmodel.cli import main
+
+    return main(["deploy", "status", str(run_id), "--address", dep.control_address, "--ca", str(dep.ca)])
+
+
 def rounds_done(run_dir: Path) -> int:
     try:
         return len(json.loads((run_dir / "run.json").read_text())["rounds"])
@@ -136,6 +142,7 @@ def test_unauthenticated_nodes_are_refused_and_a_killed_node_does_not_stop_the_r
     dep.processes["node-002-exec"].stop(kill=True)
     state = dep.follow(run_id, timeout=1200)
     assert state.succeeded, state.describe()
+    assert status_exit(dep, run_id) == 0  # `fedmodel deploy status`: Flower's finished:completed
     record = json.loads((dep.run_dir / "run.json").read_text())
     assert record["status"] == "completed" and record["rounds_run"] == 4 and record["failed_rounds"] == []
     diagnostics = json.loads((dep.run_dir / "diagnostics.json").read_text())
@@ -154,7 +161,7 @@ def test_a_restarted_superlink_resumes_a_dp_run_from_its_last_round(deployment) 
     run_config = {
         **config.to_run_config(), "dp-noise": 0.5, "dp-clip": 2.0, "delta": 1e-3, "run-dir": str(dep.run_dir),
     }  # fmt: skip
-    dep.submit(run_config)
+    interrupted = dep.submit(run_config)
     wait_for(lambda: rounds_done(dep.run_dir) >= 2, 900, "round 2")
     dep.processes.pop("superlink").stop(kill=True)
     done = rounds_done(dep.run_dir)
@@ -167,6 +174,7 @@ def test_a_restarted_superlink_resumes_a_dp_run_from_its_last_round(deployment) 
     ledger = json.loads((dep.run_dir / "privacy_ledger.json").read_text())
     assert sum(e["count"] for e in ledger["entries"]) == 4  # rounds before and after the restart, once each
     assert "resuming" in (dep.logs / "superlink.log").read_text()
+    assert status_exit(dep, interrupted) != 0  # the run the restart cut short did not complete
     assert done >= 2
 
 
