@@ -336,8 +336,9 @@ class Deployment:
         return state
 
     def stop(self) -> None:
-        """Stop every process this trial started (SuperNodes and executors first, then the SuperLink)."""
-        for name in sorted(self.processes, key=lambda n: n == "superlink"):
+        """Stop every process this trial started: the SuperLink (with its ServerApp) first, so that a round in
+        flight is abandoned, not recorded as failed because its clients went away; then nodes and executors."""
+        for name in sorted(self.processes, key=lambda n: n != "superlink"):
             self.processes[name].stop()
 
     def __enter__(self) -> Deployment:
