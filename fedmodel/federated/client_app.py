@@ -62,6 +62,11 @@ def _trainer(config: FederatedConfig, spec: DataSpec, *, proximal_mu: float, loc
     return trainer_for(key)
 
 
+def _data_source(context: Context) -> dict[str, int]:
+    """``{"node-local-data": 1}`` when this node trained on its own file (so the server's report can say so)."""
+    return {"node-local-data": 1} if "data-path" in context.node_config else {}
+
+
 def _guarded(handler: Any) -> Any:
     """Turn anything a handler raises into a :class:`ClientError` (the detail goes to the node's log only)."""
 
@@ -134,7 +139,7 @@ def make_client_app(config: FederatedConfig | None = None) -> ClientApp:
         reply = RecordDict(
             {
                 "arrays": ArrayRecord(weights),
-                "metrics": MetricRecord({"num-examples": len(shard.x_train), **metrics}),
+                "metrics": MetricRecord({"num-examples": len(shard.x_train), **metrics, **_data_source(context)}),
             }
         )
         return Message(reply, reply_to=msg)

@@ -52,6 +52,14 @@ def rounds_table(rows: list[dict[str, Any]], *, markdown: bool, columns: tuple[s
     return "\n".join(lines)
 
 
+def _client_data(record: dict[str, Any], config: dict[str, Any]) -> str:
+    """Where the clients' training data came from, as run.json's ``outputs.client_data`` says."""
+    source = (record.get("outputs") or {}).get("client_data")
+    if source == "node-local":
+        return "each trained on its own node-local data file; the server saw none of it"
+    return f"{config.get('partition')} partition of {config.get('dataset')}"
+
+
 def write_report(run_dir: str | Path) -> list[Path]:
     """Write ``report.md``, ``report.json``, ``accuracy.png`` (and ``epsilon.png`` with DP) into ``run_dir``.
 
@@ -104,7 +112,7 @@ def _markdown(
     lines = [
         f"# Federated run: {config.get('model')} on {config.get('dataset')}",
         "",
-        f"- clients: {config.get('num_clients')} ({config.get('partition')} partition), "
+        f"- clients: {config.get('num_clients')} ({_client_data(record, config)}), "
         f"{config.get('clients_per_round')} per round, {record.get('rounds_run')} rounds, "
         f"strategy {config.get('strategy')}",
         f"- local training: {config.get('local_epochs')} epoch(s) at batch {config.get('local_batch_size')}, "

@@ -55,6 +55,8 @@ QUORUM_SETTINGS = ("min_available_clients", "available_timeout", "reply_timeout"
 #: Enforces target-epsilon and labels per-round epsilon: RDP, the one accountant that also bounds fixed-size sampling.
 BUDGET_ACCOUNTANT: AccountantName = "rdp"
 LOCAL_EPSILON = "local-epsilon"
+#: A deployed client's reply metric saying that it trained on its own node-local data file.
+NODE_LOCAL_DATA = "node-local-data"
 #: Per-round values computed on the clients' data without noise (never in run.json).
 DIAGNOSTIC_NOTE = (
     "Computed on the clients' private data WITHOUT noise: not covered by the privacy ledger or its epsilon. "
@@ -495,7 +497,7 @@ def privacy_record(config: FederatedConfig, state: ServerState, *, final: bool =
     return out or None
 
 
-def outputs_record(config: FederatedConfig) -> dict[str, Any]:
+def outputs_record(config: FederatedConfig, seen_metrics: set[str] | None = None) -> dict[str, Any]:
     """Which outputs of the run directory epsilon covers (see docs/privacy.md)."""
     covered = [
         "weights.npz",
@@ -510,6 +512,8 @@ def outputs_record(config: FederatedConfig) -> dict[str, Any]:
     not_covered = [] if config.dp_outputs_only else [f"{DIAGNOSTICS}: {DIAGNOSTIC_NOTE}"]
     not_covered += [f"dataset {name}: read from the data itself (no public metadata declared it)" for name in scanned]
     return {
+        # Deployed clients say (metric NODE_LOCAL_DATA) that they trained on their own data-path file.
+        "client_data": "node-local" if NODE_LOCAL_DATA in (seen_metrics or set()) else "partition",
         "dp_outputs_only": config.dp_outputs_only,
         "covered_by_epsilon": covered,
         "not_covered": not_covered,
@@ -532,7 +536,7 @@ def write_summary(run_dir: Path, config: FederatedConfig, state: ServerState, *,
             "final": state.history[-1] if state.history else None,
             "test_metrics": state.final_metrics,
             "privacy": privacy_record(config, state, final=final),
-            "outputs": outputs_record(config),
+            "outputs": outputs_record(config, state.seen["metrics"]),
             "reply_audit": {
                 "records": sorted(state.seen["records"]),
                 "metrics": sorted(state.seen["metrics"]),

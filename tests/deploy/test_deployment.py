@@ -94,6 +94,8 @@ def test_trial_command_with_client_level_and_local_dp(tmp_path: Path) -> None:
         assert sum(e["count"] for e in ledger["entries"]) == 3
         for name in ("report.md", "privacy_report.md"):
             assert (workdir / "run" / name).is_file()
+        assert record["outputs"]["client_data"] == "node-local"
+        assert "its own node-local data file" in (workdir / "run" / "report.md").read_text()
         # The per-round lines were printed as the run went, and the keys are private to their owners.
         assert "round   3" in proc.stderr
         for key in [*workdir.glob("keys/*.key"), *workdir.glob("certs/*.key")]:

@@ -53,7 +53,8 @@ def test_a_node_trains_on_its_own_file_without_opening_the_servers_dataset(node,
     assert [a.shape for a in sent] == [w.shape for w in weights]
     assert not all(np.array_equal(a, w) for a, w in zip(sent, weights, strict=True))  # it trained
     metrics = reply.content.metric_records["metrics"]
-    assert metrics["num-examples"] == 389 and set(metrics) == {"num-examples", "train_loss", "train_accuracy"}
+    assert metrics["num-examples"] == 389 and metrics["node-local-data"] == 1  # so the report can say so
+    assert set(metrics) == {"num-examples", "train_loss", "train_accuracy", "node-local-data"}
 
 
 def test_a_node_with_bad_data_fails_with_a_code_and_no_local_path(node, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
