@@ -291,8 +291,9 @@ def _fmt(row: dict[str, Any], diagnostics: dict[str, Any] | None) -> str:
     if diagnostics:
         extra = [
             f"{key} {diagnostics[key]:.4f}" if isinstance(diagnostics[key], float) else f"{key} {diagnostics[key]}"
-            for key in ("fed_accuracy", "replies", "failures", "seconds")
-            if diagnostics.get(key) is not None
+            for key in ("fed_accuracy", "replies", "failures", "rejected", "dropped", "seconds")
+            if diagnostics.get(key) not in (None, 0, [])  # rejected/dropped only when there were some
+            or key in ("replies", "failures")
         ]
         if extra:
             parts.append("| not DP: " + "  ".join(extra))

@@ -132,3 +132,13 @@ def test_quorum_caps_flowers_minimums_so_it_never_waits_for_more_nodes_than_were
     got = sampling(config)
     assert got["min_available_nodes"] == 3 and got["min_train_nodes"] == 3 and got["min_evaluate_nodes"] == 3
     assert sampling(FederatedConfig(num_clients=10, clients_per_round=5))["min_train_nodes"] == 5
+
+
+def test_the_round_line_shows_rejected_and_dropped_clients_when_there_are_some() -> None:
+    from fedmodel.federated.server import _fmt
+
+    row = {"round": 3, "loss": 0.5, "accuracy": 0.9, "sampled": 3}
+    busy = _fmt(row, {"replies": 1, "failures": 0, "rejected": 1, "dropped": [7], "seconds": 1.0})
+    assert "replies 1  failures 0  rejected 1  dropped [7]" in busy  # a NaN reply is not silently "failures 0"
+    quiet = _fmt(row, {"replies": 3, "failures": 0, "rejected": 0, "dropped": [], "seconds": 1.0})
+    assert "rejected" not in quiet and "dropped" not in quiet and "failures 0" in quiet
