@@ -132,6 +132,16 @@ class FederatedConfig:
                 f"min-available-clients must be an integer in [1, num-clients={self.num_clients}], "
                 f"got {self.min_available_clients!r}"
             )
+        if (
+            self.dp_noise is not None
+            and self.client_sampling == "fixed-size"
+            and self.min_available_clients is not None
+            and self.min_available_clients < self.clients_per_round
+        ):
+            raise ConfigError(
+                f"fixed-size client sampling draws exactly clients-per-round={self.clients_per_round} clients, as its "
+                f"accountant assumes; min-available-clients must be at least that, got {self.min_available_clients}"
+            )
         for name in (
             "client_lr", "server_lr", "dp_clip", "local_dp_clip", "alpha", "delta",
             "available_timeout", "reply_timeout",

@@ -68,3 +68,11 @@ def test_fail_partitions_from_the_command_line_is_a_list_of_ids_and_garbage_is_r
     assert FederatedConfig.from_mapping({"fail-partitions": "1, 2"}).failing_partitions == {1, 2}
     with pytest.raises(ConfigError, match="fail-partitions must be comma-separated"):
         FederatedConfig.from_mapping({"fail-partitions": "a,b"})
+
+
+def test_fixed_size_dp_sampling_cannot_start_a_round_with_fewer_clients_than_it_draws() -> None:
+    with pytest.raises(ConfigError, match="min-available-clients must be at least that"):
+        FederatedConfig(
+            num_clients=10, clients_per_round=5, dp_noise=1.0, client_sampling="fixed-size", min_available_clients=3
+        )
+    assert FederatedConfig(num_clients=10, clients_per_round=5, dp_noise=1.0, min_available_clients=3).quorum == 3
