@@ -360,11 +360,9 @@ class Deployment:
 
 def _rounds(run_dir: Path) -> tuple[list[dict[str, Any]], dict[int, dict[str, Any]]]:
     """The rounds recorded so far in run.json, and diagnostics by round (empty if not written)."""
-    rows: list[dict[str, Any]] = []
+    rows = list(_record(run_dir).get("rounds", []))
     diags: dict[int, dict[str, Any]] = {}
-    with contextlib.suppress(OSError, ValueError):
-        rows = list(json.loads((run_dir / "run.json").read_text()).get("rounds", []))
-    with contextlib.suppress(OSError, ValueError):
+    with contextlib.suppress(OSError, ValueError, KeyError):
         diags = {int(d["round"]): d for d in json.loads((run_dir / "diagnostics.json").read_text())["rounds"]}
     return rows, diags
 
