@@ -238,6 +238,8 @@ def _train_config(args: argparse.Namespace) -> Any:
         checkpoints=not args.no_checkpoints,
         privacy=_privacy_config(args),
         dp_outputs_only=args.dp_outputs_only,
+        audit_canaries=args.audit_canaries,
+        audit_keep_model=not args.audit_discard_model,
     )
 
 
@@ -350,11 +352,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         summary["epsilon"] = result.privacy["epsilon"]
         summary["delta"] = result.privacy["delta"]
         summary["dp_steps"] = result.privacy["steps"]
+    if result.audit:
+        summary["eps_lower"] = result.audit["epsilon_lower_bound"]
     if args.format == "json":
         print(json.dumps(summary, indent=2))
     else:
         for key, value in summary.items():
             print(f"{key:>12}  {_show(value)}")
+    if result.audit:
+        print(f"audit: {result.audit['meaning']}", file=sys.stderr)
+        if result.audit["exceeds_claim"]:
+            print("fedmodel: error: the audit's lower bound exceeds the claimed epsilon", file=sys.stderr)
+            return 1
     return 0
 
 
@@ -459,6 +468,18 @@ def _add_train(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     dp.add_argument("--sampling", choices=("poisson", "shuffle"), default="poisson")
     dp.add_argument("--accountant", choices=("rdp", "pld"), default="rdp", help="enforces --target-epsilon")
+    audit = p.add_argument_group(
+        "privacy audit (one run, Steinke et al. 2023)",
+        "canary examples, each secretly included with probability 1/2; audit.json gets an epsilon lower bound",
+    )
+    audit.add_argument(
+        "--audit-canaries", type=int, default=defaults.audit_canaries, metavar="N", help="canaries; 0 = no audit"
+    )
+    audit.add_argument(
+        "--audit-discard-model",
+        action="store_true",
+        help="do not keep the model trained with canaries (model.keras, checkpoints): the run only measures",
+    )
     p.set_defaults(func=cmd_train)
     return p
 

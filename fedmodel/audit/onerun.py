@@ -36,7 +36,7 @@ from scipy import stats
 CONFIDENCE = 0.95
 
 #: Shares of the canaries guessed on, tried by :func:`audit_scores` (each as top-only and as top+bottom).
-GUESS_SHARES: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
+GUESS_SHARES: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 
 def _check_counts(m: int, r: int, v: int) -> None:

@@ -77,6 +77,13 @@ class TrainConfig:
         epsilon per epoch, test-set metrics). No training or validation loss/accuracy/clipped fraction
         (they are computed on private examples without noise), no TensorBoard logs, no checkpoint picked
         by an un-noised loss, no ``diagnostics.json``.
+    audit_canaries:
+        One-run privacy audit (:mod:`fedmodel.audit`): this many canary examples, each secretly included with
+        probability 1/2, join the training set; the final model is scored on them and ``audit.json`` gets
+        an epsilon lower bound. 0 = no audit.
+    audit_keep_model:
+        With an audit, keep ``model.keras`` (the model trained with canaries); ``False`` deletes it and the
+        checkpoints when the audit is written (the run only measures).
     precision:
         ``auto`` picks ``mixed_float16`` on GPU and ``float32`` on CPU; ``mixed_bfloat16`` is the CPU mixed
         mode. The loss and metrics are always computed in float32.
@@ -109,6 +116,8 @@ class TrainConfig:
     checkpoints: bool = True
     privacy: PrivacyConfig | None = None
     dp_outputs_only: bool = False
+    audit_canaries: int = 0
+    audit_keep_model: bool = True
 
     def __post_init__(self) -> None:
         for name in ("model", "dataset"):
@@ -144,6 +153,15 @@ class TrainConfig:
             )
         if self.early_stopping and self.validation_fraction == 0:
             raise ConfigError("early_stopping needs a validation set; got validation_fraction 0")
+        if isinstance(self.audit_canaries, bool) or not isinstance(self.audit_canaries, int) or self.audit_canaries < 0:
+            raise ConfigError(f"audit_canaries must be an integer >= 0, got {self.audit_canaries!r}")
+        if not isinstance(self.audit_keep_model, bool):
+            raise ConfigError(f"audit_keep_model must be True or False, got {self.audit_keep_model!r}")
+        if self.audit_canaries and self.strategy == "multi-worker":
+            raise ConfigError(
+                "audit_canaries needs a single-process strategy (each multi-worker process would draw its own "
+                "secret canaries); got strategy multi-worker"
+            )
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("strategy", self.strategy, STRATEGIES)

@@ -27,6 +27,10 @@ import numpy as np
 import tensorflow as tf
 
 from fedmodel import zoo
+from fedmodel.audit import onerun
+from fedmodel.audit.canaries import ExampleCanaries
+from fedmodel.audit.membership import loss_scores
+from fedmodel.audit.record import NON_PRIVATE_DELTA, example_canaries_for, one_run_record, update_audit_file
 from fedmodel.central import checkpointing, optim, private, resume
 from fedmodel.central.config import TrainConfig
 from fedmodel.central.plan import Plan, plan_for, split_validation
@@ -52,6 +56,7 @@ class TrainResult:
     precision: str
     privacy: dict[str, Any] | None = None
     sessions: int = 1
+    audit: dict[str, Any] | None = None
 
 
 def make_dataset(x: np.ndarray, y: np.ndarray, *, batch_size: int, seed: int, shuffle: bool) -> tf.data.Dataset:
@@ -232,6 +237,13 @@ def train(
             tf.keras.utils.set_random_seed(seed)
             train_idx, val_idx = split_validation(len(data.x_train), config.validation_fraction, config.seed)
             x_train, y_train = data.x_train[train_idx], data.y_train[train_idx]
+            canaries = None
+            if config.audit_canaries:  # secret coins from OS entropy; kept in out/audit/ across a resume
+                canaries = example_canaries_for(
+                    out, config.audit_canaries, x_train=x_train, y_train=y_train, num_classes=data.info.num_classes
+                )
+                cx, cy = canaries.trained()
+                x_train, y_train = np.concatenate([x_train, cx]), np.concatenate([y_train, cy])
             if plan.privacy is None:
                 steps = optim.steps_per_epoch(len(train_idx), config.batch_size)
                 train_ds = make_dataset(x_train, y_train, batch_size=config.batch_size, seed=seed, shuffle=True)
@@ -306,7 +318,8 @@ def train(
             # 4. Evaluate and record.
             logits = predict_logits(net, data.x_test, batch_size=max(config.batch_size, 256))
             metrics = classification_metrics(logits, data.y_test, task=data.info.task)
-            net.save(out / "model.keras")
+            if canaries is None or config.audit_keep_model:
+                net.save(out / "model.keras")
             seconds = time.perf_counter() - start
             if checkpointer is not None:
                 hist = checkpointer.history
@@ -325,6 +338,8 @@ def train(
             )
             if ledger_cb is not None:
                 ledger_cb.ledger.save(out)
+            if canaries is not None:
+                result = dataclasses.replace(result, audit=audit_canaries(config, net, canaries, result, out))
             write_json(out / "run.json", run_record(config, plan, result))
             if plan.privacy is not None and not config.dp_outputs_only:
                 write_json(out / DIAGNOSTICS, diagnostics_record(result))
@@ -334,6 +349,28 @@ def train(
         if target != Path(run_dir):
             shutil.rmtree(target.parent, ignore_errors=True)
     return result
+
+
+def audit_canaries(
+    config: TrainConfig, net: tf.keras.Model, canaries: ExampleCanaries, result: TrainResult, out: Path
+) -> dict[str, Any]:
+    """Score the canaries on the final model, write ``audit.json``, and return its one-run section."""
+    logits = predict_logits(net, canaries.x, batch_size=max(config.batch_size, 256))
+    scores = loss_scores(logits, canaries.y)
+    privacy = config.privacy
+    claimed, accountant, delta = None, None, NON_PRIVATE_DELTA
+    if privacy is not None and result.privacy is not None:
+        accountant, delta = privacy.accountant, privacy.delta
+        value = result.privacy["epsilon"].get(accountant)
+        claimed = float(value) if isinstance(value, int | float) else None
+    audit = onerun.audit_scores(scores, canaries.included, delta=delta)
+    record = one_run_record(
+        audit, unit="example", claimed_epsilon=claimed, accountant=accountant, score="-loss of the canary's label"
+    )
+    update_audit_file(out, "one_run", record)
+    if not config.audit_keep_model:
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    return record
 
 
 #: Per-epoch values of a DP run that the ledger covers (epsilon is computed from the ledger alone).
@@ -380,6 +417,8 @@ def outputs_record(config: TrainConfig, plan: Plan, *, private: bool) -> dict[st
             "checkpoints/best.weights.h5: the epoch with the lowest un-noised validation loss (a choice made on "
             "validation examples, which the ledger does not cover)"
         )
+    if config.audit_canaries:
+        covered.append("audit.json (the final model's scores on the canaries, which are not real examples)")
     scanned = list(plan.dataset.info.read_from_data)
     not_covered += [f"dataset {name}: read from the data itself (no public metadata declared it)" for name in scanned]
     return {"dp_outputs_only": config.dp_outputs_only, "covered_by_epsilon": covered, "not_covered": not_covered}
@@ -458,5 +497,6 @@ def run_record(config: TrainConfig, plan: Plan, result: TrainResult) -> dict[str
         "privacy": result.privacy,
         "history": covered_history(result.history) if result.privacy is not None else result.history,
         "outputs": outputs_record(config, plan, private=result.privacy is not None),
+        "audit": result.audit,
         "versions": versions(),
     }
