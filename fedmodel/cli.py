@@ -543,6 +543,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(func=cmd_demo)
 
+    from fedmodel.audit.cli import add_parser as add_audit_parser
+
+    add_audit_parser(sub)
+
     from fedmodel.deploy.cli import add_parser as add_deploy_parser
 
     add_deploy_parser(sub)

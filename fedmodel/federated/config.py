@@ -62,6 +62,11 @@ class FederatedConfig:
         Write and print only what the privacy ledger covers (model weights, ledger, noised aggregates,
         server-side test metrics); skip federated evaluation and every diagnostic computed on the
         clients' data without noise (``diagnostics.json``).
+    audit_canaries:
+        One-run privacy audit with this many canary clients (:mod:`fedmodel.audit.federated`): each is
+        secretly included with probability 1/2, takes part in a round with the real clients' probability
+        and sends a secret random direction; ``audit.json`` gets a client-level epsilon lower bound.
+        0 = no audit.
     """
 
     model: str = "cnn"
@@ -99,6 +104,7 @@ class FederatedConfig:
     reply_timeout: float = 600.0
     min_replies: int = 1
     dp_outputs_only: bool = False
+    audit_canaries: int = 0
     seed: int = 0
     max_examples: int | None = None
     seq_len: int = 80
@@ -120,6 +126,13 @@ class FederatedConfig:
         if self.clients_per_round > self.num_clients:
             raise ConfigError(
                 f"clients-per-round must be <= num-clients, got {self.clients_per_round} > {self.num_clients}"
+            )
+        if not isinstance(self.audit_canaries, int) or isinstance(self.audit_canaries, bool) or self.audit_canaries < 0:
+            raise ConfigError(f"audit-canaries must be an integer >= 0, got {self.audit_canaries!r}")
+        if self.audit_canaries and self.dp_noise is not None and self.client_sampling == "fixed-size":
+            raise ConfigError(
+                "audit-canaries needs client-sampling = poisson with client-level DP (canaries join each round "
+                "independently, which the fixed-size accounting does not describe); got fixed-size"
             )
         if not isinstance(self.min_replies, int) or isinstance(self.min_replies, bool) or self.min_replies < 0:
             raise ConfigError(f"min-replies must be an integer >= 0, got {self.min_replies!r}")

@@ -186,11 +186,14 @@ class LocalTrainer:
         self, weights: list[np.ndarray], x: np.ndarray, y: np.ndarray, *, task: str, detailed: bool = True
     ) -> dict[str, Any]:
         """Loss, accuracy (and, if ``detailed``, macro-F1/AUC for classification) of ``weights`` on ``(x, y)``."""
+        return classification_metrics(self.logits(weights, x), y, task=task, detailed=detailed)
+
+    def logits(self, weights: list[np.ndarray], x: np.ndarray) -> np.ndarray:
+        """The model's logits on ``x`` with ``weights`` (float32)."""
         self.model.set_weights(weights)
         # One compiled call per chunk instead of Keras `predict` (which costs tens of ms per call).
         chunks = [self._logits_fn(x[i : i + 2048]).numpy() for i in range(0, len(x), 2048)]
-        logits = np.concatenate(chunks).astype(np.float32)
-        return classification_metrics(logits, y, task=task, detailed=detailed)
+        return np.concatenate(chunks).astype(np.float32)
 
 
 def _optimizer(name: str, lr: float) -> tf.keras.optimizers.Optimizer:

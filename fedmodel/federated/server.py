@@ -34,7 +34,11 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
+from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
+from fedmodel.audit.federated import SCORE as CANARY_SCORE
+from fedmodel.audit.federated import CanaryClients
+from fedmodel.audit.record import NON_PRIVATE_DELTA, one_run_record, update_audit_file
 from fedmodel.errors import ConfigError
 from fedmodel.federated import checkpoint
 from fedmodel.federated.client_sampling import QuorumError, SampledGrid, wait_for_nodes
@@ -79,6 +83,7 @@ class ServerState:
     failed: bool = False
     failed_rounds: list[int] = dataclasses.field(default_factory=list)
     final_metrics: dict[str, Any] | None = None
+    audit: dict[str, Any] | None = None
     seen: dict[str, set[str]] = dataclasses.field(default_factory=lambda: {"records": set(), "metrics": set()})
 
 
@@ -338,6 +343,11 @@ def run_server(
         print(text, file=out, flush=True)
 
     reference = [np.asarray(w) for w in state.weights]
+    canaries = (
+        CanaryClients.for_run(run_dir, config.audit_canaries, rate=config.sampling_rate, initial=state.weights)
+        if config.audit_canaries
+        else None
+    )
     arrays = ArrayRecord(state.weights)
     keep_diagnostics = not config.dp_outputs_only
     round_config = spec.to_config()
@@ -370,7 +380,13 @@ def run_server(
         row: dict[str, Any] = {"round": rnd}
         train_metrics: Any = None
         if good >= needed:
-            aggregated, train_metrics = state.strategy.aggregate_train(rnd, replies)  # 4.
+            if canaries is None:
+                aggregated, train_metrics = state.strategy.aggregate_train(rnd, replies)  # 4.
+            else:  # audit: the included canaries that take part this round reply like clients
+                clip = state.strategy.clip if isinstance(state.strategy, ClientLevelDP) else None
+                extra = canaries.replies(current=arrays, real=replies, clip=clip)
+                aggregated, _ = state.strategy.aggregate_train(rnd, replies + extra)
+                train_metrics = real_train_metrics(replies)
             if state.ledger is not None and isinstance(state.strategy, ClientLevelDP):
                 release = state.strategy.last_release
                 assert release is not None  # aggregate_train always releases
@@ -420,8 +436,38 @@ def run_server(
         write_summary(run_dir, config, state, final=False)
         print(_fmt(row, diag), file=out, flush=True)
     state.final_metrics = evaluator.evaluate(state.weights, data.x_test, data.y_test, task=data.info.task)
+    if canaries is not None and not state.failed:
+        state.audit = audit_canaries(config, state, canaries, run_dir)
+        log(f"audit: {state.audit['meaning']}")
     write_summary(run_dir, config, state)
     return state
+
+
+def real_train_metrics(replies: list[Message]) -> Any:
+    """Training metrics of the real clients' replies (canaries excluded), weighted by their examples."""
+    contents = [r.content for r in replies if not r.has_error() and r.content.metric_records]
+    return aggregate_metricrecords(contents, "num-examples") if contents else None
+
+
+def audit_canaries(
+    config: FederatedConfig, state: ServerState, canaries: CanaryClients, run_dir: Path
+) -> dict[str, Any]:
+    """Score the client canaries on the final model; ``audit.json``'s one-run section (also returned)."""
+    claimed: float | None = None
+    if state.ledger is not None and state.ledger.steps:
+        value = ledger_epsilons(state.ledger, config.delta, everything=False)[BUDGET_ACCOUNTANT]
+        claimed = value if isinstance(value, float) else None
+    delta_ = config.delta if config.client_dp else NON_PRIVATE_DELTA
+    audit = canaries.audit(state.weights, delta_=delta_)
+    record = one_run_record(
+        audit,
+        unit="client",
+        claimed_epsilon=claimed,
+        accountant=BUDGET_ACCOUNTANT if state.ledger is not None else None,
+        score=CANARY_SCORE,
+    )
+    update_audit_file(run_dir, "one_run", record)
+    return record
 
 
 def round_diagnostics(
@@ -507,6 +553,8 @@ def outputs_record(config: FederatedConfig, seen_metrics: set[str] | None = None
         "run.json rounds: server-side test loss/accuracy of the released model, epsilon, clip, clients sampled",
         "run.json test_metrics (server's held-out test set)",
     ]
+    if config.audit_canaries:
+        covered.append("audit.json (the final model's cosines with the canary clients' secret directions)")
     if not config.client_dp and config.local_dp_noise is None:
         covered = []
     scanned = list(dataset_for(config).info.read_from_data)
@@ -546,6 +594,7 @@ def write_summary(run_dir: Path, config: FederatedConfig, state: ServerState, *,
             "stop_reason": state.stop_reason,
             "status": "failed" if state.failed else ("completed" if final else "running"),
             "failed_rounds": state.failed_rounds,
+            "audit": state.audit,
             "versions": versions(),
         },
     )

@@ -63,11 +63,16 @@ def client_shard(config: FederatedConfig, partition_id: int, *, eval_fraction: f
     if not 0 <= partition_id < config.num_clients:
         raise ConfigError(f"partition-id must be in [0, {config.num_clients}), got {partition_id}")
     data = dataset_for(config)
+    train, held = client_split(config, partition_id, eval_fraction=eval_fraction)
+    return Shard(data.x_train[train], data.y_train[train], data.x_train[held], data.y_train[held])
+
+
+def client_split(config: FederatedConfig, partition_id: int, *, eval_fraction: float = 0.1) -> tuple[np.ndarray, ...]:
+    """Indices into the training set of client ``partition_id``'s (training, local evaluation) examples."""
     idx = partitions_for(config)[partition_id]
     order = np.random.default_rng([config.seed, partition_id]).permutation(len(idx))
     n_eval = int(len(idx) * eval_fraction) if len(idx) >= 10 else 0
-    train, held = idx[np.sort(order[n_eval:])], idx[np.sort(order[:n_eval])]
-    return Shard(data.x_train[train], data.y_train[train], data.x_train[held], data.y_train[held])
+    return idx[np.sort(order[n_eval:])], idx[np.sort(order[:n_eval])]
 
 
 def file_shard(path: str | Path, *, eval_fraction: float = 0.1, seed: int = 0) -> Shard:
