@@ -52,30 +52,59 @@ def test_config_checks() -> None:
         TrainConfig(model="mlp", dataset="digits", audit_canaries=10, strategy="multi-worker")
 
 
-def test_non_private_overfit_model_leaks(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def non_private_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     config = TrainConfig(
         model="mlp", dataset="digits", epochs=30, audit_canaries=200, tensorboard=False, audit_keep_model=False
     )
-    record = _train(config, tmp_path / "run")
+    run_dir = tmp_path_factory.mktemp("audit") / "non-private"
+    return run_dir, _train(config, run_dir)
+
+
+@pytest.fixture(scope="module")
+def dp_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    run_dir = tmp_path_factory.mktemp("audit") / "dp"
+    return run_dir, _train(DP_CONFIG, run_dir)
+
+
+DP_BASE = TrainConfig(
+    model="mlp",
+    dataset="digits",
+    epochs=5,
+    batch_size=64,
+    learning_rate=0.01,
+    privacy=PrivacyConfig(target_epsilon=1.0, delta=1e-5, l2_norm_clip=1.0),
+    tensorboard=False,
+)
+DP_CONFIG = TrainConfig(**{**DP_BASE.__dict__, "audit_canaries": 200})
+
+
+def test_non_private_overfit_model_leaks(non_private_run: tuple[Path, dict]) -> None:
+    run_dir, record = non_private_run
     audit = record["audit"]
     assert audit["claimed_epsilon"] is None
     assert audit["epsilon_lower_bound"] > 1.0  # an MLP memorises random canaries
     assert audit["correct"] / audit["guesses"] > 0.9
-    saved = json.loads((tmp_path / "run" / "audit.json").read_text())["one_run"]
+    saved = json.loads((run_dir / "audit.json").read_text())["one_run"]
     assert saved == audit
     # the test metrics are on the held-out test split only (canaries never reach it)
     assert record["metrics"]["examples"] == record["dataset"]["test_examples"]
-    assert not (tmp_path / "run" / "model.keras").exists()  # audit_keep_model=False
-    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert not (run_dir / "model.keras").exists()  # audit_keep_model=False
+    assert not (run_dir / "checkpoints").exists()
 
 
-def test_dp_run_bound_stays_below_its_claim_and_accounting_is_unchanged(tmp_path: Path) -> None:
-    privacy = PrivacyConfig(target_epsilon=1.0, delta=1e-5, l2_norm_clip=1.0)
-    base = TrainConfig(
-        model="mlp", dataset="digits", epochs=5, batch_size=64, learning_rate=0.01, privacy=privacy, tensorboard=False
-    )
-    config = TrainConfig(**{**base.__dict__, "audit_canaries": 200})
-    record = _train(config, tmp_path / "run")
+def test_two_runs_with_the_same_seed_draw_different_canaries(
+    non_private_run: tuple[Path, dict], dp_run: tuple[Path, dict]
+) -> None:
+    # both runs have --seed 0 and 200 canaries: a draw that followed the seed would repeat itself
+    first, second = (ExampleCanaries.load(run_dir) for run_dir, _ in (non_private_run, dp_run))
+    assert non_private_run[1]["config"]["seed"] == dp_run[1]["config"]["seed"] == 0
+    assert not np.array_equal(first.included, second.included)
+    assert not np.allclose(first.x, second.x)
+
+
+def test_dp_run_bound_stays_below_its_claim_and_accounting_is_unchanged(dp_run: tuple[Path, dict]) -> None:
+    _, record = dp_run
     audit = record["audit"]
     claimed = record["privacy"]["epsilon"]["rdp"]
     assert claimed == pytest.approx(1.0, abs=0.05)
@@ -83,7 +112,7 @@ def test_dp_run_bound_stays_below_its_claim_and_accounting_is_unchanged(tmp_path
     assert 0 <= audit["epsilon_lower_bound"] <= claimed
     assert not audit["exceeds_claim"]
     # canaries are extra examples: the sampling rate, noise and steps of the real examples are the plan's
-    plan = plan_for(base).privacy
+    plan = plan_for(DP_BASE).privacy
     assert plan is not None
     assert record["privacy"]["sampling_rate"] == plan.sampling_rate
     assert record["privacy"]["noise_multiplier"] == pytest.approx(plan.noise_multiplier)
