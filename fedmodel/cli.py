@@ -194,6 +194,9 @@ def cmd_simulate(args: argparse.Namespace, *, base: dict[str, Any] | None = None
         reason = record.get("stop_reason") or f"rounds {record['failed_rounds']} had fewer replies than min-replies"
         print(f"fedmodel: the federated run failed: {reason}", file=sys.stderr)
         return 1
+    if (record.get("audit") or {}).get("exceeds_claim"):
+        print("fedmodel: error: the audit's lower bound exceeds the claimed epsilon", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -75,6 +75,7 @@ def test_trial_command_with_client_level_and_local_dp(tmp_path: Path) -> None:
         "model=mlp", "hparam-hidden=[32]", "dataset=digits", "num-clients=3", "clients-per-round=2", "rounds=3",
         "partition=iid", "local-epochs=2", "client-lr=0.2", "dp-noise=0.3", "dp-clip=2.0", "delta=1e-3",
         "local-dp-noise=0.5", "local-dp-clip=2.0", "fraction-evaluate=0.5", "reply-timeout=300",
+        "audit-canaries=20",
     ]  # fmt: skip
     for setting in settings:
         args += ["--set", setting]
@@ -95,6 +96,10 @@ def test_trial_command_with_client_level_and_local_dp(tmp_path: Path) -> None:
         for name in ("report.md", "privacy_report.md"):
             assert (workdir / "run" / name).is_file()
         assert record["outputs"]["client_data"] == "node-local"
+        # the one-run audit ran on the deployment too (canary clients made by the ServerApp), ledger unchanged
+        assert record["audit"]["unit"] == "client" and record["audit"]["canaries"] == 20
+        assert record["audit"]["epsilon_lower_bound"] <= record["audit"]["claimed_epsilon"]
+        assert (workdir / "run" / "audit" / "client_canaries.json").is_file()
         assert "its own node-local data file" in (workdir / "run" / "report.md").read_text()
         # The per-round lines were printed as the run went, and the keys are private to their owners.
         assert "round   3" in proc.stderr
