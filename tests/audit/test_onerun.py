@@ -126,3 +126,24 @@ def test_bad_scores() -> None:
         onerun.audit_scores(np.array([0.1, np.nan]), np.array([True, False]), delta=1e-5)
     with pytest.raises(ValueError, match="equal-length"):
         onerun.audit_scores(np.zeros(3), np.zeros(2, bool), delta=1e-5)
+
+
+def _p_value_loop(m: int, r: int, v: int, eps: float, delta: float) -> float:
+    # The paper's Appendix D p-value written as its loop, independently of the vectorised module code.
+    q = 1 / (1 + math.exp(-eps))
+    beta = stats.binom.sf(v - 1, r, q)
+    alpha, total = 0.0, 0.0
+    for i in range(1, v + 1):
+        total += stats.binom.pmf(v - i, r, q)
+        alpha = max(alpha, total / i)
+    return min(beta + alpha * delta * 2 * m, 1.0)
+
+
+@pytest.mark.parametrize("m", [100, 1000])
+@pytest.mark.parametrize(("r", "v"), [(10, 10), (50, 40), (100, 61), (100, 90), (7, 3)])
+@pytest.mark.parametrize("eps", [0.0, 0.7, 2.5])
+@pytest.mark.parametrize("delta", [0.0, 1e-5, 1e-3])
+def test_p_value_equals_the_papers_loop(m: int, r: int, v: int, eps: float, delta: float) -> None:
+    assert onerun.p_value(m=m, r=r, v=v, epsilon=eps, delta=delta) == pytest.approx(
+        _p_value_loop(m, r, v, eps, delta), rel=1e-9, abs=1e-15
+    )
