@@ -59,18 +59,17 @@ def test_bound_is_valid_for_an_exactly_dp_mechanism(epsilon: float) -> None:
     # Randomized response on the secret bits is exactly eps-DP: a sound bound exceeds eps in at most 5% of
     # audits (a bound that forgot the confidence, or the union bound over settings, would exceed it far more).
     rng = np.random.default_rng(7)
-    m, trials, over = 400, 200, 0
+    m, trials = 300, 80
     keep = math.exp(epsilon) / (1 + math.exp(epsilon))
+    bounds = []
     for _ in range(trials):
         included = rng.random(m) < 0.5
         said_in = np.where(rng.random(m) < keep, included, ~included)
         scores = said_in + rng.random(m) * 0.5  # ties broken at random
-        audit = onerun.audit_scores(scores, included, delta=0.0)
-        over += audit.epsilon_lower_bound > epsilon
-    assert over <= 0.05 * trials
-    # ... and the audit is not vacuous: at eps = 2 it usually proves something.
-    if epsilon == 2.0:
-        assert audit.epsilon_lower_bound > 0 or over == 0
+        bounds.append(onerun.audit_scores(scores, included, delta=0.0).epsilon_lower_bound)
+    assert sum(b > epsilon for b in bounds) <= 0.05 * trials
+    # ... and the audit is not vacuous: the median audit proves a fifth of the true epsilon or more
+    assert np.median(bounds) > 0.2 * epsilon
 
 
 def test_perfect_scores_give_a_large_bound_and_random_scores_none() -> None:
