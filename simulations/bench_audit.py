@@ -70,7 +70,10 @@ def _run(command: str, log: Path) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default="runs/bench-audit")
-    parser.add_argument("--shadows", type=int, default=4, help="LiRA shadow models per run")
+    parser.add_argument("--shadows", type=int, default=4, help="LiRA shadow models per central run")
+    parser.add_argument(
+        "--fed-shadows", type=int, default=2, help="LiRA shadow models per federated run (each a whole simulation)"
+    )
     parser.add_argument("--skip-mia", action="store_true", help="train and one-run audits only")
     parser.add_argument("--only", default="", help="comma-separated row names to run (default: all)")
     args = parser.parse_args(argv)
@@ -87,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         command = template.format(run_dir=run_dir)
         if not (run_dir / "run.json").exists():
             _run(command, log)
-        audit_command = AUDIT.format(run_dir=run_dir, shadows=args.shadows)
+        shadows = args.shadows if name.startswith("central") else args.fed_shadows
+        audit_command = AUDIT.format(run_dir=run_dir, shadows=shadows)
         audit_path = run_dir / "audit.json"
         if not args.skip_mia and run_dir.exists():
             data = json.loads(audit_path.read_text()) if audit_path.exists() else {}

@@ -95,7 +95,11 @@ def epsilon_lower_bound(*, m: int, r: int, v: int, delta: float, confidence: flo
 
 @dataclasses.dataclass(frozen=True)
 class OneRunAudit:
-    """The best abstention setting tried and the bound it proves (JSON-ready via :meth:`to_dict`)."""
+    """The best abstention setting tried and the bound it proves (JSON-ready via :meth:`to_dict`).
+
+    When no setting proves anything (bound 0), the setting shown is the one with the smallest p-value at
+    epsilon = 0 (the guesses that came closest).
+    """
 
     canaries: int
     included: int
@@ -162,10 +166,14 @@ def audit_scores(
     tried = list(settings) if settings is not None else guess_settings(m)
     each = 1 - (1 - confidence) / len(tried)
     best: OneRunAudit | None = None
+    best_key: tuple[float, float] | None = None
     for k_pos, k_neg in tried:
         r, v = guess_counts(scores, included, k_pos=k_pos, k_neg=k_neg)
         bound = epsilon_lower_bound(m=m, r=r, v=v, delta=delta, confidence=each)
-        if best is None or bound > best.epsilon_lower_bound:
+        # the largest bound; among settings that prove nothing, the one closest to proving eps = 0
+        key = (bound, -p_value(m=m, r=r, v=v, epsilon=0.0, delta=delta))
+        if best_key is None or key > best_key:
+            best_key = key
             best = OneRunAudit(
                 canaries=m,
                 included=int(included.sum()),
