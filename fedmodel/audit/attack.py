@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from fedmodel.audit import membership
+from fedmodel.audit import membership, onerun
 from fedmodel.errors import ConfigError
 from fedmodel.privacy import randomness
 
@@ -41,13 +41,17 @@ Predict = Callable[[np.ndarray], np.ndarray]
 
 @dataclasses.dataclass(frozen=True)
 class AuditTarget:
-    """A finished run as the attacker sees it: its data split and a way to get its logits."""
+    """A finished run as the attacker sees it: its data split and a way to get its logits.
+
+    ``weights`` is the final model's weights (federated runs: for scoring client canaries).
+    """
 
     kind: str
     members: tuple[np.ndarray, np.ndarray]
     nonmembers: tuple[np.ndarray, np.ndarray]
     predict: Predict
     train_shadow: Callable[[tuple[np.ndarray, ...], Path], Predict]
+    weights: list[np.ndarray] | None = None
 
 
 def load_target(run_dir: Path) -> AuditTarget:
@@ -163,7 +167,39 @@ def _federated(run_dir: Path, record: dict[str, Any]) -> AuditTarget:
         nonmembers=(data.x_test, data.y_test),
         predict=lambda x: evaluator.logits(weights, x),
         train_shadow=shadow,
+        weights=weights,
     )
+
+
+def rescore_canaries(run_dir: Path, target: AuditTarget | None = None) -> dict[str, Any] | None:
+    """The one-run section again, from the canaries saved in ``run_dir/audit`` and the final model.
+
+    ``None`` when the run was trained without canaries.
+    """
+    from fedmodel.audit.canaries import SECRET_DIR, ExampleCanaries
+    from fedmodel.audit.record import LOSS_SCORE, NON_PRIVATE_DELTA, one_run_record
+    from fedmodel.audit.report import claimed_epsilon
+
+    folder = Path(run_dir) / SECRET_DIR
+    record = json.loads((Path(run_dir) / "run.json").read_text())
+    claimed, delta, accountant = claimed_epsilon(record)
+    delta = delta if isinstance(delta, float) and claimed is not None else NON_PRIVATE_DELTA
+    if (folder / "example_canaries.npz").exists():
+        target = target or load_target(run_dir)
+        canaries = ExampleCanaries.load(run_dir)
+        scores = membership.loss_scores(target.predict(canaries.x), canaries.y)
+        audit, unit, score = onerun.audit_scores(scores, canaries.included, delta=delta), "example", LOSS_SCORE
+    elif (folder / "client_canaries.json").exists():
+        from fedmodel.audit.federated import SCORE as CLIENT_SCORE  # imports Flower: only for federated runs
+        from fedmodel.audit.federated import CanaryClients
+
+        target = target or load_target(run_dir)
+        assert target.weights is not None  # federated targets carry their weights
+        clients = CanaryClients.load(run_dir)
+        audit, unit, score = clients.audit(target.weights, delta_=delta), "client", CLIENT_SCORE
+    else:
+        return None
+    return one_run_record(audit, unit=unit, claimed_epsilon=claimed, accountant=accountant, score=score)
 
 
 def membership_audit(

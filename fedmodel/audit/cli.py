@@ -18,15 +18,19 @@ def cmd_audit(args: argparse.Namespace) -> int:
         raise ConfigError(f"--targets must be >= 1, got {args.targets}")
     if args.shadows < 0:
         raise ConfigError(f"--shadows must be >= 0, got {args.shadows}")
-    from fedmodel.audit.attack import membership_audit
+    from fedmodel.audit.attack import membership_audit, rescore_canaries
     from fedmodel.audit.record import update_audit_file
     from fedmodel.audit.report import write_report
 
     def log(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
-    section = membership_audit(run_dir, targets=args.targets, shadows=args.shadows, log=log)
-    update_audit_file(run_dir, "membership", section)
+    one_run = rescore_canaries(run_dir)  # the run's own canaries, scored again on its final model
+    if one_run is not None:
+        update_audit_file(run_dir, "one_run", one_run)
+    if not args.skip_membership:
+        section = membership_audit(run_dir, targets=args.targets, shadows=args.shadows, log=log)
+        update_audit_file(run_dir, "membership", section)
     report = write_report(run_dir)
     if args.format == "json":
         print(json.dumps(json.loads((run_dir / "audit.json").read_text()), indent=2))
@@ -41,12 +45,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "audit",
         help="membership inference (loss, LiRA) on a finished run; report beside its claimed epsilon",
         description="Attack a finished central or federated run: a loss-threshold attack and offline LiRA with "
-        "shadow models trained on the run's own configuration. Writes audit.json, audit.md and audit_roc.png into "
-        "the run directory, beside the one-run lower bound of runs trained with canaries.",
+        "shadow models trained on the run's own configuration. Runs trained with canaries get their one-run lower "
+        "bound scored again from the saved canaries. Writes audit.json, audit.md and audit_roc.png into the run "
+        "directory.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--targets", type=int, default=500, help="members attacked (and as many non-members)")
     p.add_argument("--shadows", type=int, default=4, help="LiRA shadow models (0 = loss attack only)")
+    p.add_argument(
+        "--skip-membership", action="store_true", help="only score the run's canaries again (no attack, no shadows)"
+    )
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(func=cmd_audit)

@@ -46,16 +46,21 @@ class CanaryClients:
         """The run's canaries: loaded from ``run_dir/audit`` (a resumed run) or drawn fresh and saved there."""
         folder = Path(run_dir) / SECRET_DIR
         if (folder / "client_canaries.json").exists():
-            canaries = ClientCanaries.load(run_dir)
-            if canaries.n != n:
-                raise ValueError(f"{folder} holds {canaries.n} client canaries, the run asks for {n}")
-            with np.load(folder / INITIAL_WEIGHTS, allow_pickle=False) as saved:
-                initial = [saved[f"arr_{i}"] for i in range(len(saved.files))]
-            return cls(canaries, rate=rate, initial=initial)
+            loaded = cls.load(run_dir, rate=rate)
+            if loaded.canaries.n != n:
+                raise ValueError(f"{folder} holds {loaded.canaries.n} client canaries, the run asks for {n}")
+            return loaded
         canaries = ClientCanaries(n)
         atomic_write_with(folder / INITIAL_WEIGHTS, lambda f: np.savez(f, *initial))
         canaries.save(run_dir)
         return cls(canaries, rate=rate, initial=initial)
+
+    @classmethod
+    def load(cls, run_dir: Path, *, rate: float = 1.0) -> CanaryClients:
+        """The canaries and initial weights saved in ``run_dir/audit``."""
+        with np.load(Path(run_dir) / SECRET_DIR / INITIAL_WEIGHTS, allow_pickle=False) as saved:
+            initial = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+        return cls(ClientCanaries.load(run_dir), rate=rate, initial=initial)
 
     def replies(self, *, current: ArrayRecord, real: list[Message], clip: float | None) -> list[Message]:
         """This round's canary replies, shaped like the real ones (same record and metric names)."""

@@ -18,6 +18,9 @@ from fedmodel.rundir import write_json
 
 AUDIT_FILE = "audit.json"
 
+#: How example canaries are scored (higher = more likely included).
+LOSS_SCORE = "-loss of the canary's label"
+
 #: Delta of the lower bound for a run without DP (it claims nothing; any small delta will do).
 NON_PRIVATE_DELTA = 1e-5
 

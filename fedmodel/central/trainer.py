@@ -30,7 +30,13 @@ from fedmodel import zoo
 from fedmodel.audit import onerun
 from fedmodel.audit.canaries import ExampleCanaries
 from fedmodel.audit.membership import loss_scores
-from fedmodel.audit.record import NON_PRIVATE_DELTA, example_canaries_for, one_run_record, update_audit_file
+from fedmodel.audit.record import (
+    LOSS_SCORE,
+    NON_PRIVATE_DELTA,
+    example_canaries_for,
+    one_run_record,
+    update_audit_file,
+)
 from fedmodel.central import checkpointing, optim, private, resume
 from fedmodel.central.config import TrainConfig
 from fedmodel.central.plan import Plan, plan_for, split_validation
@@ -364,9 +370,7 @@ def audit_canaries(
         value = result.privacy["epsilon"].get(accountant)
         claimed = float(value) if isinstance(value, int | float) else None
     audit = onerun.audit_scores(scores, canaries.included, delta=delta)
-    record = one_run_record(
-        audit, unit="example", claimed_epsilon=claimed, accountant=accountant, score="-loss of the canary's label"
-    )
+    record = one_run_record(audit, unit="example", claimed_epsilon=claimed, accountant=accountant, score=LOSS_SCORE)
     update_audit_file(out, "one_run", record)
     if not config.audit_keep_model:
         shutil.rmtree(out / "checkpoints", ignore_errors=True)

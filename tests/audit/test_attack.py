@@ -32,12 +32,18 @@ def overfit_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_overfit_model_members_are_found_and_the_report_says_so(
     overfit_run: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    in_run = json.loads((overfit_run / "audit.json").read_text())["one_run"]
     code = main(["audit", str(overfit_run), "--targets", "120", "--shadows", "2"])
     assert code == 0
     audit = json.loads((overfit_run / "audit.json").read_text())
+    # the canaries scored again from the saved secret and model give the run's own result
+    assert {k: audit["one_run"][k] for k in ("correct", "guesses", "included")} == {
+        k: in_run[k] for k in ("correct", "guesses", "included")
+    }
+    assert audit["one_run"]["epsilon_lower_bound"] == pytest.approx(in_run["epsilon_lower_bound"], abs=1e-6)
     mia = audit["membership"]
     assert mia["targets_per_side"] == 120
-    assert mia["loss"]["auc"] > 0.7  # members have near-zero loss, test examples do not
+    assert mia["loss"]["auc"] > 0.65  # members have near-zero loss, test examples do not (0.76-0.83 seen)
     assert mia["lira"]["auc"] > 0.6 and mia["lira"]["shadows"] == 2
     assert 0 <= mia["loss"]["tpr_at_fpr_1%"] <= 1
     assert audit["one_run"]["epsilon_lower_bound"] > 0  # the canaries are memorised too

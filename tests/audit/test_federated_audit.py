@@ -134,8 +134,13 @@ def test_simulation_with_canaries_writes_the_audit(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "run" / "audit.json").read_text())["one_run"] == audit
     assert (tmp_path / "run" / "audit" / "client_canaries.json").exists()
     assert record["rounds"][-1]["sampled"] == 10  # canaries are not counted as sampled clients
+    # the canaries scored again from the saved secret and weights.npz give the run's own result
+    from fedmodel.audit.attack import membership_audit, rescore_canaries
+
+    again = rescore_canaries(tmp_path / "run")
+    assert again is not None and again["correct"] == audit["correct"] and again["guesses"] == audit["guesses"]
+    assert again["epsilon_lower_bound"] == pytest.approx(audit["epsilon_lower_bound"], abs=1e-6)
     # membership inference on the federated run, with one shadow federation trained the same way
-    from fedmodel.audit.attack import membership_audit
 
     mia = membership_audit(tmp_path / "run", targets=100, shadows=1)
     assert mia["targets_per_side"] == 100 and mia["lira"]["shadows"] == 1
