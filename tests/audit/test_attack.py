@@ -29,6 +29,7 @@ def overfit_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run_dir
 
 
+@pytest.mark.slow  # trains the run and two shadows (~30 s)
 def test_overfit_model_members_are_found_and_the_report_says_so(
     overfit_run: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
