@@ -49,9 +49,16 @@ def meaning(audit: onerun.OneRunAudit, claimed: float | None) -> str:
     else:
         head = f"The run claims epsilon {claimed:.3g} at delta {audit.delta:g}"
     if bound <= 0:
+        weight = 2 * audit.canaries * audit.delta  # the delta term's factor in the p-value
+        why = (
+            f"; with delta {audit.delta:g} and {audit.canaries} canaries the delta term (2 m delta = {weight:.2g}) "
+            "dominates: more canaries or a smaller delta make the audit sharper"
+            if weight >= 0.1
+            else ""
+        )
         return (
-            f"{head}; the canary attack could not refute even epsilon 0 at {conf} confidence, i.e. it found no "
-            f"measurable leakage (an audit gives a lower bound, so this does not prove privacy)."
+            f"{head}; {audit.correct} of {audit.guesses} guesses right do not refute even epsilon 0 at {conf} "
+            f"confidence{why} (an audit gives a lower bound, so this does not prove privacy)."
         )
     tail = (
         "consistent with the claim (the true epsilon lies between the two)"
