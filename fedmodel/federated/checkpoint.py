@@ -35,8 +35,10 @@ STRATEGY_ARRAYS = ("current_arrays", "m_t", "v_t")
 
 
 def inner(strategy: Strategy) -> Strategy:
-    """The strategy inside a client-level DP wrapper (or the strategy itself)."""
-    return strategy.strategy if isinstance(strategy, ClientLevelDP) else strategy
+    """The strategy inside a client-level DP or norm-bound wrapper (or the strategy itself)."""
+    from fedmodel.federated.norm_bound import NormBound
+
+    return strategy.strategy if isinstance(strategy, ClientLevelDP | NormBound) else strategy
 
 
 def strategy_arrays(strategy: Strategy) -> dict[str, np.ndarray]:

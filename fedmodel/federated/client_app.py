@@ -12,14 +12,17 @@ server logs and counts. The full detail stays in the node's own log.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from typing import Any
 
+import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedmodel.errors import ConfigError
+from fedmodel.federated.attacks import flip_labels, poison_update
 from fedmodel.federated.config import FederatedConfig
 from fedmodel.federated.devices import configure_devices
 from fedmodel.federated.local import TrainerKey, trainer_for
@@ -123,6 +126,10 @@ def make_client_app(config: FederatedConfig | None = None) -> ClientApp:
         mu = _number(round_config.get("proximal-mu", 0.0))
         server_round = int(_number(round_config.get("server-round", 0)))
         local_dp = cfg.local_dp_noise is not None
+        attack = cfg.attack_config
+        malicious = partition_id in attack.malicious(cfg.num_clients, cfg.seed)  # simulated attacker
+        if malicious and attack.kind == "label-flip":
+            shard = dataclasses.replace(shard, y_train=flip_labels(shard.y_train, spec.num_classes))
         trainer = _trainer(cfg, spec, proximal_mu=mu, local_dp=local_dp)
         ledger = _local_ledger(context, cfg, len(shard.x_train)) if local_dp else None
         weights, metrics = trainer.fit(
@@ -133,6 +140,9 @@ def make_client_app(config: FederatedConfig | None = None) -> ClientApp:
             seed=hash((cfg.seed, partition_id, server_round)) % 2**31,
             ledger=ledger,
         )
+        if malicious:
+            rng = np.random.default_rng([cfg.seed, partition_id, server_round])
+            weights = poison_update(weights, incoming, kind=attack.kind, scale=attack.scale, rng=rng)
         if ledger is not None:
             context.state.config_records[LEDGER_KEY] = ConfigRecord({"json": json.dumps(ledger.to_dict())})
             metrics["local-epsilon"] = ledger.epsilon(cfg.delta, "rdp")

@@ -13,8 +13,11 @@ from collections.abc import Mapping
 from typing import Any, Literal, get_args
 
 from fedmodel.errors import ConfigError
+from fedmodel.federated.attacks import AttackConfig, AttackName
 
-StrategyName = Literal["fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad", "fedmedian", "fedtrimmedavg", "krum"]
+StrategyName = Literal[
+    "fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad", "fedmedian", "fedtrimmedavg", "krum", "multikrum"
+]
 PartitionName = Literal["iid", "dirichlet", "shards", "quantity", "natural"]
 ClientOptimizer = Literal["sgd", "momentum", "adam"]
 ClientSamplingName = Literal["poisson", "fixed-size"]
@@ -36,9 +39,17 @@ class FederatedConfig:
         How the training set is split among clients (see :mod:`fedmodel.data.partition`).
     local_epochs, local_batch_size, client_optimizer, client_lr:
         Local training on each client (McMahan et al. 2017: E = 5, B = 10).
-    strategy, server_lr, proximal_mu, trim_beta, krum_byzantine:
+    strategy, server_lr, proximal_mu, trim_beta, krum_byzantine, krum_keep:
         Server aggregation; ``server_lr`` is FedOpt's eta (FedAdam/FedYogi/FedAdagrad, Reddi et al. 2021),
-        ``proximal_mu`` FedProx's mu (Li et al. 2020).
+        ``proximal_mu`` FedProx's mu (Li et al. 2020); robust aggregation (docs/robustness.md):
+        ``trim_beta`` for FedTrimmedAvg, ``krum_byzantine`` (assumed attackers) for Krum and Multi-Krum,
+        ``krum_keep`` (updates averaged) for Multi-Krum.
+    norm_bound:
+        Clip every client's update to this L2 norm before aggregation, without noise (runs without
+        client-level DP; with it, ``dp_clip`` bounds updates already). ``None`` = off.
+    attack, attack_fraction, attack_scale:
+        Simulated malicious clients (:mod:`fedmodel.federated.attacks`): ``sign-flip``, ``scale``,
+        ``noise``, ``nan`` or ``label-flip`` by ``attack_fraction`` of the clients. ``none`` = off.
     dp_noise, dp_clip, dp_adaptive, dp_target_quantile, dp_clip_lr, target_epsilon, delta:
         Client-level DP (DP-FedAvg, McMahan et al. 2018): each client's update is clipped to ``dp_clip``
         and the sum gets Gaussian noise with std ``dp_noise * dp_clip``. With ``dp_adaptive`` the clip
@@ -88,6 +99,11 @@ class FederatedConfig:
     proximal_mu: float = 0.0
     trim_beta: float = 0.2
     krum_byzantine: int = 0
+    krum_keep: int = 1
+    norm_bound: float | None = None
+    attack: AttackName = "none"
+    attack_fraction: float = 0.0
+    attack_scale: float = 10.0
     dp_noise: float | None = None
     dp_clip: float = 1.0
     dp_adaptive: bool = False
@@ -175,6 +191,16 @@ class FederatedConfig:
             raise ConfigError(f"delta must be in (0, 1), got {self.delta!r}")
         if not 0 < self.dp_target_quantile < 1:
             raise ConfigError(f"dp-target-quantile must be in (0, 1), got {self.dp_target_quantile!r}")
+        if isinstance(self.krum_keep, bool) or not isinstance(self.krum_keep, int) or self.krum_keep < 1:
+            raise ConfigError(f"krum-keep must be an integer >= 1, got {self.krum_keep!r}")
+        if self.norm_bound is not None and (not _finite(self.norm_bound) or self.norm_bound <= 0):
+            raise ConfigError(f"norm-bound must be a number > 0 or none, got {self.norm_bound!r}")
+        if self.norm_bound is not None and self.dp_noise is not None:
+            raise ConfigError(
+                f"norm-bound clips updates without noise; with client-level DP dp-clip={self.dp_clip} bounds them "
+                f"already (got norm-bound={self.norm_bound})"
+            )
+        AttackConfig(kind=self.attack, fraction=self.attack_fraction, scale=self.attack_scale)
         if not 0 <= self.trim_beta < 0.5:
             raise ConfigError(f"trim-beta must be in [0, 0.5), got {self.trim_beta!r}")
         if not 0 <= self.fraction_evaluate <= 1:
@@ -202,6 +228,11 @@ class FederatedConfig:
                 f'fail-partitions must be comma-separated partition ids like "0,3", got {self.fail_partitions!r}'
             ) from None
         object.__setattr__(self, "hparams", dict(self.hparams))
+
+    @property
+    def attack_config(self) -> AttackConfig:
+        """The simulated attack (``kind == "none"``: every client is honest)."""
+        return AttackConfig(kind=self.attack, fraction=self.attack_fraction, scale=self.attack_scale)
 
     @property
     def sampling_rate(self) -> float:
@@ -271,7 +302,8 @@ class FederatedConfig:
 _NONE = ("", "none", "None")
 #: Float settings that TOML or a run config may write as an integer (``reply-timeout = 60``).
 FLOATS = ("dp_noise", "local_dp_noise", "target_epsilon", "available_timeout", "reply_timeout", "client_lr",
-          "server_lr", "dp_clip", "local_dp_clip", "alpha", "delta", "proximal_mu", "fraction_evaluate")  # fmt: skip
+          "server_lr", "dp_clip", "local_dp_clip", "alpha", "delta", "proximal_mu", "fraction_evaluate",
+          "norm_bound", "attack_fraction", "attack_scale")  # fmt: skip
 
 
 def _coerce(field: dataclasses.Field[Any], value: Any) -> Any:

@@ -14,12 +14,14 @@ from flwr.serverapp.strategy import (
     FedTrimmedAvg,
     FedYogi,
     Krum,
+    MultiKrum,
     Strategy,
 )
 
 from fedmodel.federated.client_dp import client_dp_config
 from fedmodel.federated.config import FederatedConfig
 from fedmodel.federated.dp_strategy import ClientLevelDP
+from fedmodel.federated.norm_bound import NormBound
 
 
 def sampling(config: FederatedConfig) -> dict[str, Any]:
@@ -74,10 +76,12 @@ def make_strategy(config: FederatedConfig, *, rng: np.random.Generator | None = 
         strategy = FedMedian(**common)
     elif name == "fedtrimmedavg":
         strategy = FedTrimmedAvg(beta=config.trim_beta, **common)
+    elif name == "multikrum":
+        strategy = MultiKrum(num_malicious_nodes=config.krum_byzantine, num_nodes_to_select=config.krum_keep, **common)
     else:
         strategy = Krum(num_malicious_nodes=config.krum_byzantine, **common)
     if not config.client_dp:
-        return strategy
+        return NormBound(strategy, config.norm_bound) if config.norm_bound is not None else strategy
     assert config.dp_noise is not None
     dp = client_dp_config(
         noise_multiplier=config.dp_noise,
