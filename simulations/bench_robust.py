@@ -12,8 +12,9 @@ epoch at batch 20, client learning rate 0.1.
 
 Defenses: ``fedavg`` (none), ``fedmedian`` (coordinate-wise median), ``fedtrimmedavg`` (trim 20% each
 side), ``multikrum`` (Krum scores assuming 3 attackers, average the 5 best), ``norm-bound`` (FedAvg of
-updates clipped to L2 norm ``--norm-bound``). Malformed replies (NaN/Inf, wrong shapes) are rejected by
-the server before any defense sees them.
+updates clipped to L2 norm ``--norm-bound``, no noise), ``dp-clip`` (DP-FedAvg: the same clip with Poisson
+client sampling and noise multiplier 0.1, i.e. norm bounding *with* DP; epsilon is large at this noise).
+Malformed replies (NaN/Inf, wrong shapes) are rejected by the server before any defense sees them.
 
 Run ``uv run python -m simulations.bench_robust`` (``--help``); runs go to ``runs/bench-robust/``, an
 existing run is reused, and the table (Markdown) and ``robust_accuracy.png`` are printed/written.
@@ -39,6 +40,7 @@ DEFENSES = {
     "fedtrimmedavg": "--set strategy=fedtrimmedavg --set trim-beta=0.2",
     "multikrum": "--set strategy=multikrum --set krum-byzantine=3 --set krum-keep=5",
     "norm-bound": "--set strategy=fedavg --set norm-bound={norm_bound}",
+    "dp-clip": "--set strategy=fedavg --set dp-noise=0.1 --set dp-clip={norm_bound} --set delta=1e-5",
 }
 ATTACKS = ("sign-flip", "scale", "noise", "nan", "label-flip")
 FRACTIONS = (0.1, 0.2, 0.3)
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--defenses", default=",".join(DEFENSES))
     parser.add_argument("--attacks", default=",".join(ATTACKS))
     parser.add_argument("--fractions", default=",".join(str(f) for f in FRACTIONS))
-    parser.add_argument("--norm-bound", type=float, default=0.5, help="L2 bound of the norm-bound defense")
+    parser.add_argument("--norm-bound", type=float, default=1.0, help="L2 bound of norm-bound and dp-clip")
     parser.add_argument("--plot", default="robust_accuracy.png")
     args = parser.parse_args(argv)
     root = Path(args.root)
@@ -77,9 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     fractions = [float(f) for f in args.fractions.split(",") if f]
     results: dict[tuple[str, str, float], float | None] = {}
     commands: list[str] = []
-    for defense in defenses:
-        cells = [("none", 0.0)] + [(a, f) for a in attacks for f in fractions]
-        for attack, fraction in cells:
+    # column by column (no attack first, then each attack at each fraction), so a partial run fills whole columns
+    cells = [("none", 0.0)] + [(a, f) for f in fractions for a in attacks]
+    for attack, fraction in cells:
+        for defense in defenses:
             run_dir = root / f"{defense}-{attack}-{fraction:g}"
             cmd = command(defense, attack, fraction, run_dir, args.norm_bound)
             if accuracy(run_dir) is None:
