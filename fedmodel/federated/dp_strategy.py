@@ -29,10 +29,11 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 from fedmodel.federated.client_dp import ClientDPConfig, RoundRelease, release_round
 from fedmodel.federated.client_sampling import SampledGrid, sample_clients
 from fedmodel.federated.weights import delta, same_shapes
+from fedmodel.federated.wrapper import EvaluatePassThrough
 from fedmodel.privacy import randomness
 
 
-class ClientLevelDP(Strategy):
+class ClientLevelDP(EvaluatePassThrough):
     """Sample clients as the accountant assumes; clip each update, noise the sum once, divide by ``m``."""
 
     def __init__(
@@ -116,14 +117,3 @@ class ClientLevelDP(Strategy):
         aggregated, _ = self.strategy.aggregate_train(server_round, [synthetic])
         metrics = aggregate_metricrecords(contents, "num-examples") if contents else None
         return aggregated, metrics
-
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        return self.strategy.configure_evaluate(server_round, arrays, config, grid)
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        return self.strategy.aggregate_evaluate(server_round, replies)
-
-    def summary(self) -> None:
-        self.strategy.summary()

@@ -18,9 +18,10 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedmodel.federated.weights import clip, delta, same_shapes
+from fedmodel.federated.wrapper import EvaluatePassThrough
 
 
-class NormBound(Strategy):
+class NormBound(EvaluatePassThrough):
     """Clip each client's update to ``bound`` (L2), then aggregate with ``strategy``."""
 
     def __init__(self, strategy: Strategy, bound: float) -> None:
@@ -64,14 +65,3 @@ class NormBound(Strategy):
             )
             bounded.append(Message(content, dst_node_id=0, message_type="train"))
         return self.strategy.aggregate_train(server_round, bounded)
-
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        return self.strategy.configure_evaluate(server_round, arrays, config, grid)
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        return self.strategy.aggregate_evaluate(server_round, replies)
-
-    def summary(self) -> None:
-        self.strategy.summary()
