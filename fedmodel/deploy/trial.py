@@ -391,7 +391,8 @@ def run_trial(
 ) -> tuple[int, Any]:
     """Prepare, start, ``flwr run`` ``config`` and follow it; returns (exit status, Flower's final run state).
 
-    Exit status 0: Flower says the run completed and the run directory says every round counted.
+    Exit status 0: Flower says the run completed, the run directory says every round counted, and no
+    audit (audit-canaries) refuted the claimed epsilon.
     """
     say = log or (lambda text: print(text, file=sys.stderr, flush=True))
     nodes = config.num_clients
@@ -416,6 +417,12 @@ def run_trial(
         record = _record(deployment.run_dir)
         ok = state.succeeded and record.get("status") == "completed" and not record.get("failed_rounds")
         say(f"run {run_id}: Flower says {state.describe()}; run directory {deployment.run_dir}")
+        audit = record.get("audit") or {}
+        if audit:
+            say(f"audit: {audit.get('meaning')}")
+        if audit.get("exceeds_claim"):  # a lower bound above the claimed epsilon refutes the DP claim
+            say("fedmodel: error: the audit's lower bound exceeds the claimed epsilon")
+            ok = False
         return (0 if ok else 1), state
 
 
