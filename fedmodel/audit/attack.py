@@ -209,11 +209,12 @@ def membership_audit(
     shadows: int = 4,
     log: Callable[[str], None] = print,
     rng: np.random.Generator | None = None,
+    target: AuditTarget | None = None,
 ) -> dict[str, Any]:
     """Run the attacks on ``run_dir``; returns the ``membership`` section of ``audit.json`` (and plots)."""
     if targets < 1 or shadows < 0:
         raise ConfigError(f"need targets >= 1 and shadows >= 0, got targets={targets}, shadows={shadows}")
-    target = load_target(run_dir)
+    target = target or load_target(run_dir)
     rng = rng if rng is not None else randomness.numpy_rng()
     (xm, ym), (xn, yn) = target.members, target.nonmembers
     n = min(targets, len(xm), len(xn))

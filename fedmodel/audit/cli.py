@@ -18,18 +18,22 @@ def cmd_audit(args: argparse.Namespace) -> int:
         raise ConfigError(f"--targets must be >= 1, got {args.targets}")
     if args.shadows < 0:
         raise ConfigError(f"--shadows must be >= 0, got {args.shadows}")
-    from fedmodel.audit.attack import membership_audit, rescore_canaries
+    from fedmodel.audit.attack import load_target, membership_audit, rescore_canaries
+    from fedmodel.audit.canaries import SECRET_DIR
     from fedmodel.audit.record import update_audit_file
     from fedmodel.audit.report import write_report
 
     def log(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
-    one_run = rescore_canaries(run_dir)  # the run's own canaries, scored again on its final model
+    has_canaries = (run_dir / SECRET_DIR).is_dir()
+    # data and model, loaded once for both audits (and not at all when there is nothing to do)
+    target = load_target(run_dir) if has_canaries or not args.skip_membership else None
+    one_run = rescore_canaries(run_dir, target)  # the run's own canaries, scored again on its final model
     if one_run is not None:
         update_audit_file(run_dir, "one_run", one_run)
     if not args.skip_membership:
-        section = membership_audit(run_dir, targets=args.targets, shadows=args.shadows, log=log)
+        section = membership_audit(run_dir, targets=args.targets, shadows=args.shadows, log=log, target=target)
         update_audit_file(run_dir, "membership", section)
     report = write_report(run_dir)
     if args.format == "json":

@@ -15,17 +15,17 @@ scores and the secret coins into a lower bound.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 
 from fedmodel.atomic import atomic_write_with
 from fedmodel.audit import onerun
 from fedmodel.audit.canaries import SECRET_DIR, ClientCanaries
 from fedmodel.federated.weights import delta, global_norm
+from fedmodel.federated.wrapper import array_record
 
 INITIAL_WEIGHTS = "initial_weights.npz"
 SCORE = "cosine of the model's total change with the canary's direction"
@@ -81,7 +81,7 @@ class CanaryClients:
         for index in self.canaries.participants(self.rate):
             direction = self.canaries.direction(index, shapes)
             arrays = [(w + scale * d).astype(w.dtype) for w, d in zip(weights, direction, strict=True)]
-            record = ArrayRecord(OrderedDict((k, Array(v)) for k, v in zip(keys, arrays, strict=True)))
+            record = array_record(keys, arrays)
             metrics: dict[str, Any] = {name: 0.0 for name in template}
             metrics["num-examples"] = examples
             out.append(

@@ -6,6 +6,7 @@ adds membership inference to the same file.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -97,8 +98,6 @@ def one_run_record(
 
 def update_audit_file(run_dir: Path, section: str, record: dict[str, Any]) -> Path:
     """Set ``section`` of ``run_dir/audit.json`` (created if missing), keeping the other sections."""
-    import json
-
     path = Path(run_dir) / AUDIT_FILE
     data = json.loads(path.read_text()) if path.exists() else {}
     data[section] = record

@@ -16,12 +16,11 @@ randomness (:meth:`state` / :meth:`restore` carry only the adaptive clip).
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
@@ -29,7 +28,7 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 from fedmodel.federated.client_dp import ClientDPConfig, RoundRelease, release_round
 from fedmodel.federated.client_sampling import SampledGrid, sample_clients
 from fedmodel.federated.weights import delta, same_shapes
-from fedmodel.federated.wrapper import EvaluatePassThrough
+from fedmodel.federated.wrapper import EvaluatePassThrough, array_record
 from fedmodel.privacy import randomness
 
 
@@ -107,7 +106,7 @@ class ClientLevelDP(EvaluatePassThrough):
         synthetic = Message(
             RecordDict(
                 {
-                    "arrays": ArrayRecord(OrderedDict((k, Array(v)) for k, v in zip(keys, proposed, strict=True))),
+                    "arrays": array_record(keys, proposed),
                     "metrics": MetricRecord({"num-examples": 1}),
                 }
             ),

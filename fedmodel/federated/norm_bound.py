@@ -10,15 +10,14 @@ makes no privacy claim.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterable
 
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedmodel.federated.weights import clip, delta, same_shapes
-from fedmodel.federated.wrapper import EvaluatePassThrough
+from fedmodel.federated.wrapper import EvaluatePassThrough, array_record
 
 
 class NormBound(EvaluatePassThrough):
@@ -59,7 +58,7 @@ class NormBound(EvaluatePassThrough):
             clipped = [(c + u).astype(c.dtype) for c, u in zip(current, update, strict=True)]
             content = RecordDict(
                 {
-                    "arrays": ArrayRecord(OrderedDict((k, Array(v)) for k, v in zip(keys, clipped, strict=True))),
+                    "arrays": array_record(keys, clipped),
                     **{name: record for name, record in reply.content.metric_records.items()},
                 }
             )

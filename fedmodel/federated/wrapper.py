@@ -1,4 +1,7 @@
-"""The evaluation half of a strategy wrapper: passed to the wrapped strategy unchanged.
+"""Pieces shared by strategy wrappers: evaluation passed to the wrapped strategy unchanged, and
+:func:`array_record` for the replies a wrapper makes itself.
+
+Evaluation of a wrapper goes to the wrapped strategy unchanged.
 
 :class:`~fedmodel.federated.dp_strategy.ClientLevelDP` and :class:`~fedmodel.federated.norm_bound.NormBound`
 change how training replies are aggregated and nothing else; they hold the wrapped strategy in
@@ -7,11 +10,18 @@ change how training replies are aggregated and nothing else; they hold the wrapp
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
+
+
+def array_record(keys: Sequence[str], arrays: Sequence[np.ndarray]) -> ArrayRecord:
+    """Weights as an ``ArrayRecord`` under the global model's keys (for a reply the server makes itself)."""
+    return ArrayRecord(OrderedDict((k, Array(np.asarray(v))) for k, v in zip(keys, arrays, strict=True)))
 
 
 class EvaluatePassThrough(Strategy):
