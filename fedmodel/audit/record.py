@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,18 @@ LOSS_SCORE = "-loss of the canary's label"
 
 #: Delta of the lower bound for a run without DP (it claims nothing; any small delta will do).
 NON_PRIVATE_DELTA = 1e-5
+
+
+def tightest_claim(epsilons: Mapping[str, Any]) -> tuple[float | None, str | None]:
+    """The smallest finite epsilon any accountant of the run reports, and which one (the claim to test).
+
+    A run that prints RDP and PLD figures claims the smaller one too, so a bound between them refutes it.
+    """
+    numbers = {name: float(v) for name, v in epsilons.items() if isinstance(v, int | float) and math.isfinite(float(v))}
+    if not numbers:
+        return None, None
+    name = min(numbers, key=lambda n: numbers[n])
+    return numbers[name], name
 
 
 def example_canaries_for(

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from fedmodel.atomic import atomic_write
-from fedmodel.audit.record import AUDIT_FILE
+from fedmodel.audit.record import AUDIT_FILE, tightest_claim
 
 REPORT_FILE = "audit.md"
 
@@ -17,14 +17,10 @@ def _num(value: Any, digits: int = 3) -> str:
 
 
 def claimed_epsilon(record: dict[str, Any]) -> tuple[float | None, float | None, str | None]:
-    """(epsilon, delta, accountant) the run's ledger claims, from ``run.json`` (None without DP)."""
+    """(epsilon, delta, accountant) the run's ledger claims, from ``run.json``: the smallest figure it reports."""
     privacy = record.get("privacy") or {}
-    eps = privacy.get("epsilon") or {}
-    accountant = (record.get("config", {}).get("privacy") or {}).get("accountant", "rdp")
-    value = eps.get(accountant, eps.get("rdp"))
-    if not isinstance(value, int | float):
-        return None, privacy.get("delta"), None
-    return float(value), privacy.get("delta"), accountant
+    value, accountant = tightest_claim(privacy.get("epsilon") or {})
+    return value, privacy.get("delta"), accountant
 
 
 def render(run_dir: Path) -> str:

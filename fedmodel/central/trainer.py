@@ -35,6 +35,7 @@ from fedmodel.audit.record import (
     NON_PRIVATE_DELTA,
     example_canaries_for,
     one_run_record,
+    tightest_claim,
     update_audit_file,
 )
 from fedmodel.central import checkpointing, optim, private, resume
@@ -366,9 +367,8 @@ def audit_canaries(
     privacy = config.privacy
     claimed, accountant, delta = None, None, NON_PRIVATE_DELTA
     if privacy is not None and result.privacy is not None:
-        accountant, delta = privacy.accountant, privacy.delta
-        value = result.privacy["epsilon"].get(accountant)
-        claimed = float(value) if isinstance(value, int | float) else None
+        delta = privacy.delta
+        claimed, accountant = tightest_claim(result.privacy["epsilon"])
     audit = onerun.audit_scores(scores, canaries.included, delta=delta)
     record = one_run_record(audit, unit="example", claimed_epsilon=claimed, accountant=accountant, score=LOSS_SCORE)
     update_audit_file(out, "one_run", record)

@@ -38,7 +38,7 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from fedmodel.audit.federated import SCORE as CANARY_SCORE
 from fedmodel.audit.federated import CanaryClients
-from fedmodel.audit.record import NON_PRIVATE_DELTA, one_run_record, update_audit_file
+from fedmodel.audit.record import NON_PRIVATE_DELTA, one_run_record, tightest_claim, update_audit_file
 from fedmodel.errors import ConfigError
 from fedmodel.federated import checkpoint
 from fedmodel.federated.client_sampling import QuorumError, SampledGrid, wait_for_nodes
@@ -453,17 +453,16 @@ def audit_canaries(
     config: FederatedConfig, state: ServerState, canaries: CanaryClients, run_dir: Path
 ) -> dict[str, Any]:
     """Score the client canaries on the final model; ``audit.json``'s one-run section (also returned)."""
-    claimed: float | None = None
+    claimed, accountant = None, None
     if state.ledger is not None and state.ledger.steps:
-        value = ledger_epsilons(state.ledger, config.delta, everything=False)[BUDGET_ACCOUNTANT]
-        claimed = value if isinstance(value, float) else None
+        claimed, accountant = tightest_claim(ledger_epsilons(state.ledger, config.delta, everything=True))
     delta_ = config.delta if config.client_dp else NON_PRIVATE_DELTA
     audit = canaries.audit(state.weights, delta_=delta_)
     record = one_run_record(
         audit,
         unit="client",
         claimed_epsilon=claimed,
-        accountant=BUDGET_ACCOUNTANT if state.ledger is not None else None,
+        accountant=accountant,
         score=CANARY_SCORE,
     )
     update_audit_file(run_dir, "one_run", record)

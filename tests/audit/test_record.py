@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from fedmodel.audit.onerun import OneRunAudit
-from fedmodel.audit.record import meaning, one_run_record, update_audit_file
+from fedmodel.audit.record import meaning, one_run_record, tightest_claim, update_audit_file
 
 
 def _audit(bound: float, *, delta: float = 1e-5, canaries: int = 1000) -> OneRunAudit:
@@ -34,3 +34,10 @@ def test_record_flags_a_refuted_claim_and_the_file_keeps_other_sections(tmp_path
     update_audit_file(tmp_path, "one_run", record)
     data = json.loads((tmp_path / "audit.json").read_text())
     assert data["membership"] == {"auc": 0.5} and data["one_run"]["unit"] == "example"
+
+
+def test_the_claim_tested_is_the_smallest_reported() -> None:
+    assert tightest_claim({"rdp": 7.9, "pld": 6.8}) == (6.8, "pld")
+    assert tightest_claim({"rdp": 2.0, "pld": "n/a: too slow"}) == (2.0, "rdp")
+    assert tightest_claim({"rdp": float("inf")}) == (None, None)
+    assert tightest_claim({}) == (None, None)
