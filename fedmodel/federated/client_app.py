@@ -1,7 +1,8 @@
 """The Flower ClientApp's logic: open only this node's shard, train the cached model, reply with weights.
 
 What leaves the client: the model's weights (same arrays, shapes and dtypes as it received) plus the
-number of examples and scalar metrics. Never examples or labels. What the model looks like (input
+number of examples and scalar metrics. Never examples or labels. With secure aggregation, only the
+masked, noised integer encoding of its update (:mod:`.secagg`), and no metrics. What the model looks like (input
 shape, classes, task) comes from the server in every message (:class:`~.node_data.DataSpec`): a
 deployed client opens only its own data file, never the server's dataset.
 
@@ -27,6 +28,7 @@ from fedmodel.federated.config import FederatedConfig
 from fedmodel.federated.devices import configure_devices
 from fedmodel.federated.local import TrainerKey, trainer_for
 from fedmodel.federated.node_data import DataSpec, NodeDataError, load_node_data
+from fedmodel.federated.secagg import make_secure_mod
 from fedmodel.federated.shards import Shard, client_shard
 from fedmodel.privacy.ledger import PrivacyLedger
 
@@ -115,7 +117,7 @@ def make_client_app(config: FederatedConfig | None = None) -> ClientApp:
     def spec_of(msg: Message) -> DataSpec:
         return DataSpec.from_config(msg.content.config_records["config"])
 
-    @app.train()
+    @app.train(mods=[make_secure_mod(settings)])  # acts on SecAgg+ rounds only (secure-aggregation)
     @_guarded
     def train(msg: Message, context: Context) -> Message:
         cfg = settings(context)

@@ -78,6 +78,15 @@ class FederatedConfig:
         secretly included with probability 1/2, takes part in a round with the real clients' probability
         and sends a secret random direction; ``audit.json`` gets a client-level epsilon lower bound.
         0 = no audit.
+    secure_aggregation, secagg_bits, secagg_min_survivors, secagg_shares, secagg_threshold:
+        SecAgg+ with the distributed discrete Gaussian (:mod:`fedmodel.federated.secagg`, docs/secure_aggregation.md):
+        the server sees only the sum of the cohort's noised, masked updates. Needs client-level DP
+        (``dp_noise``; 0 = masking only, no DP) with ``client_sampling = fixed-size``. ``secagg_bits``: the
+        modulus ``2^bits`` of each coordinate; ``secagg_min_survivors`` (default ``clients_per_round``): each
+        client's noise share is sized for this many survivors and a round with fewer is aborted before
+        unmasking; ``secagg_shares`` / ``secagg_threshold``: Flower's ``num_shares`` (fraction of the cohort each
+        client shares its keys with; 1 = SecAgg) and ``reconstruction_threshold`` (fraction of those shares
+        needed to remove a dropped client's masks).
     """
 
     model: str = "cnn"
@@ -126,6 +135,11 @@ class FederatedConfig:
     seq_len: int = 80
     run_dir: str | None = None
     fail_partitions: str = ""
+    secure_aggregation: bool = False
+    secagg_bits: int = 20
+    secagg_min_survivors: int | None = None
+    secagg_shares: float = 1.0
+    secagg_threshold: float = 0.5
 
     def __post_init__(self) -> None:
         for name in (
@@ -218,7 +232,8 @@ class FederatedConfig:
                 f"client-level DP replaces the mean of updates; strategy {self.strategy!r} is not a mean "
                 f"(use one of {', '.join(DP_COMPATIBLE)})"
             )
-        for name in ("dp_adaptive", "dp_outputs_only"):
+        self._check_secure_aggregation()
+        for name in ("dp_adaptive", "dp_outputs_only", "secure_aggregation"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{_key(name)} must be true or false, got {getattr(self, name)!r}")
         try:
@@ -228,6 +243,48 @@ class FederatedConfig:
                 f'fail-partitions must be comma-separated partition ids like "0,3", got {self.fail_partitions!r}'
             ) from None
         object.__setattr__(self, "hparams", dict(self.hparams))
+
+    def _check_secure_aggregation(self) -> None:
+        if self.secure_aggregation is not True:
+            return
+        problems = []
+        if self.dp_noise is None:
+            problems.append("it needs dp-noise (client-level DP; 0 = masking only) and dp-clip")
+        if self.client_sampling != "fixed-size":
+            problems.append(
+                "it needs client-sampling = fixed-size (an abort for too few survivors must not depend on "
+                "whether one client was sampled, which Poisson sampling cannot promise)"
+            )
+        if self.dp_adaptive:
+            problems.append("dp-adaptive needs a second secure sum (the clipped count), not built")
+        if self.audit_canaries:
+            problems.append("audit-canaries are added by the server, which sees only the masked sum")
+        if self.strategy not in DP_COMPATIBLE:
+            problems.append(f"strategy {self.strategy!r} needs individual updates, which the server never sees")
+        if problems:
+            raise ConfigError("secure-aggregation: " + "; ".join(problems))
+        bits = self.secagg_bits
+        if isinstance(bits, bool) or not isinstance(bits, int) or not 8 <= bits <= 30:
+            raise ConfigError(f"secagg-bits must be an integer in [8, 30], got {self.secagg_bits!r}")
+        survivors = self.secagg_survivors
+        if (
+            isinstance(survivors, bool)
+            or not isinstance(survivors, int)
+            or not 2 <= survivors <= self.clients_per_round
+        ):
+            raise ConfigError(
+                f"secagg-min-survivors must be an integer in [2, clients-per-round={self.clients_per_round}], "
+                f"got {survivors!r}"
+            )
+        if not _finite(self.secagg_shares) or not 0 < self.secagg_shares <= 1:
+            raise ConfigError(f"secagg-shares must be a fraction in (0, 1], got {self.secagg_shares!r}")
+        if not _finite(self.secagg_threshold) or not 0 < self.secagg_threshold <= 1:
+            raise ConfigError(f"secagg-threshold must be a fraction in (0, 1], got {self.secagg_threshold!r}")
+
+    @property
+    def secagg_survivors(self) -> int:
+        """The minimum survivors of a secure round (``secagg_min_survivors`` or ``clients_per_round``)."""
+        return self.secagg_min_survivors if self.secagg_min_survivors is not None else self.clients_per_round
 
     @property
     def attack_config(self) -> AttackConfig:
@@ -303,7 +360,7 @@ _NONE = ("", "none", "None")
 #: Float settings that TOML or a run config may write as an integer (``reply-timeout = 60``).
 FLOATS = ("dp_noise", "local_dp_noise", "target_epsilon", "available_timeout", "reply_timeout", "client_lr",
           "server_lr", "dp_clip", "local_dp_clip", "alpha", "delta", "proximal_mu", "fraction_evaluate",
-          "norm_bound", "attack_fraction", "attack_scale")  # fmt: skip
+          "norm_bound", "attack_fraction", "attack_scale", "secagg_shares", "secagg_threshold")  # fmt: skip
 
 
 def _coerce(field: dataclasses.Field[Any], value: Any) -> Any:

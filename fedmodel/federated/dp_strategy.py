@@ -72,20 +72,24 @@ class ClientLevelDP(EvaluatePassThrough):
         self.current = arrays
         # The server has waited for its quorum; a client not connected now is not sampled (its probability
         # of taking part is 0 <= q, so the accountant's bound still holds for it).
-        available = [int(n) for n in grid.get_node_ids()]
-        chosen = sample_clients(available, self.config.sampling, rng=self._rng)
-        self.last_sampled = len(chosen)
+        chosen = self.sample_nodes(grid)
         if not chosen:
             return []
         view: Any = SampledGrid(grid, chosen)
         return self.strategy.configure_train(server_round, arrays, config, view)
+
+    def sample_nodes(self, grid: Grid) -> list[int]:
+        """This round's clients among the connected nodes, as the accountant assumes (OS entropy)."""
+        available = [int(n) for n in grid.get_node_ids()]
+        chosen = sample_clients(available, self.config.sampling, rng=self._rng)
+        self.last_sampled = len(chosen)
+        return chosen
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         if self.current is None:
             raise RuntimeError("configure_train must run before aggregate_train")
-        keys = list(self.current.keys())
         current = self.current.to_numpy_ndarrays()
         updates, contents = [], []
         for reply in replies:
@@ -102,17 +106,21 @@ class ClientLevelDP(EvaluatePassThrough):
         )
         self.last_release = release
         self.clip = release.next_clip
-        proposed = [(c + u).astype(c.dtype) for c, u in zip(current, release.mean_update, strict=True)]
+        aggregated = self.apply_mean(server_round, release.mean_update)
+        metrics = aggregate_metricrecords(contents, "num-examples") if contents else None
+        return aggregated, metrics
+
+    def apply_mean(self, server_round: int, mean_update: list[np.ndarray]) -> ArrayRecord | None:
+        """Hand the inner strategy ``w + mean_update`` as its one reply (FedAvg keeps it; FedOpt steps to it)."""
+        if self.current is None:
+            raise RuntimeError("configure_train must run before a release is applied")
+        keys = list(self.current.keys())
+        current = self.current.to_numpy_ndarrays()
+        proposed = [(c + u).astype(c.dtype) for c, u in zip(current, mean_update, strict=True)]
         synthetic = Message(
-            RecordDict(
-                {
-                    "arrays": array_record(keys, proposed),
-                    "metrics": MetricRecord({"num-examples": 1}),
-                }
-            ),
+            RecordDict({"arrays": array_record(keys, proposed), "metrics": MetricRecord({"num-examples": 1})}),
             dst_node_id=0,
             message_type="train",
         )
         aggregated, _ = self.strategy.aggregate_train(server_round, [synthetic])
-        metrics = aggregate_metricrecords(contents, "num-examples") if contents else None
-        return aggregated, metrics
+        return aggregated

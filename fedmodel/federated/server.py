@@ -46,10 +46,11 @@ from fedmodel.federated.config import FederatedConfig
 from fedmodel.federated.dp_strategy import ClientLevelDP
 from fedmodel.federated.local import TrainerKey, trainer_for
 from fedmodel.federated.node_data import DataSpec
+from fedmodel.federated.secagg import SecureRound, mechanism_for
 from fedmodel.federated.shards import dataset_for
 from fedmodel.federated.strategies import make_strategy
 from fedmodel.federated.weights import same_shapes
-from fedmodel.privacy.accounting import AccountantName, AccountingError
+from fedmodel.privacy.accounting import AccountantName, AccountingError, FixedSizeSampling
 from fedmodel.privacy.ledger import PrivacyLedger, remaining_steps
 from fedmodel.rundir import versions, write_json
 
@@ -208,6 +209,11 @@ def new_state(
                 f"dp-clip {config.dp_clip}" + (" (adaptive)" if config.dp_adaptive else ""),
                 f"dp-noise {config.dp_noise}",
                 f"client sampling {sampling_description(config)}",
+                *(
+                    ["secure aggregation: distributed discrete Gaussian; rounds charged without sampling amplification"]
+                    if config.secure_aggregation
+                    else []
+                ),
             ],
         )
     return ServerState(round=0, weights=initial, strategy=strategy, ledger=ledger, history=[])
@@ -257,11 +263,15 @@ def _budget_allows(config: FederatedConfig, state: ServerState) -> bool:
     strategy = state.strategy
     if state.ledger is None or config.target_epsilon is None or not isinstance(strategy, ClientLevelDP):
         return True
+    event, sampling = strategy.config.round_event(), strategy.config.sampling
+    if config.secure_aggregation:  # planned with the fewest survivors a round may have
+        event = mechanism_for(config, dim=sum(int(np.size(w)) for w in state.weights)).event()
+        sampling = cohort_sampling(config)
     return (
         remaining_steps(
             state.ledger,
-            event=strategy.config.round_event(),
-            sampling=strategy.config.sampling,
+            event=event,
+            sampling=sampling,
             delta=config.delta,
             target_epsilon=config.target_epsilon,
             accountant=BUDGET_ACCOUNTANT,
@@ -289,7 +299,7 @@ def local_epsilons(replies: Iterable[Message]) -> list[float]:
 
 def _fmt(row: dict[str, Any], diagnostics: dict[str, Any] | None) -> str:
     parts = [f"round {row['round']:>3}"]
-    for key in ("loss", "accuracy", "epsilon", "sampled"):
+    for key in ("loss", "accuracy", "epsilon", "sampled", "survivors"):
         value = row.get(key)
         if value is not None:
             parts.append(f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}")
@@ -349,6 +359,16 @@ def run_server(
         else None
     )
     arrays = ArrayRecord(state.weights)
+    secure = (
+        SecureRound(
+            config,
+            mechanism_for(config, dim=sum(int(np.size(w)) for w in state.weights)),
+            send=send_and_receive,
+            timeout=reply_timeout,
+        )
+        if config.secure_aggregation
+        else None
+    )
     keep_diagnostics = not config.dp_outputs_only
     round_config = spec.to_config()
     for rnd in range(state.round + 1, config.rounds + 1):
@@ -368,6 +388,10 @@ def run_server(
             break
         view: Any = SampledGrid(grid, available)
         messages = list(state.strategy.configure_train(rnd, arrays, ConfigRecord(round_config), view))  # 2.
+        if secure is not None:  # 2.-4. through SecAgg+: the server sees only the noised sum
+            arrays, secure_row = _secure_step(secure, grid, state, rnd, messages, arrays, log)
+            _finish_round(run_dir, config, state, evaluator, data, secure_row, arrays, start, out)
+            continue
         sampled = state.strategy.last_sampled if isinstance(state.strategy, ClientLevelDP) else len(messages)
         received = send_and_receive(grid, messages, timeout=reply_timeout)
         reasons: list[str] = []
@@ -441,6 +465,77 @@ def run_server(
         log(f"audit: {state.audit['meaning']}")
     write_summary(run_dir, config, state)
     return state
+
+
+def cohort_sampling(config: FederatedConfig) -> FixedSizeSampling:
+    """What the ledger charges a secure round as: the cohort, with no amplification by sampling claimed."""
+    return FixedSizeSampling(population=config.clients_per_round, size=config.clients_per_round)
+
+
+def _secure_step(
+    secure: SecureRound,
+    grid: Grid,
+    state: ServerState,
+    rnd: int,
+    messages: list[Message],
+    arrays: ArrayRecord,
+    log: Any,
+) -> tuple[ArrayRecord, dict[str, Any]]:
+    """One SecAgg+ round: the new model and the round's row (charged only if the sum was unmasked)."""
+    config = secure.config
+    nodes = [int(m.metadata.dst_node_id) for m in messages]
+    round_config = dict(messages[0].content.config_records["config"]) if messages else {}
+    outcome = secure.run(grid, rnd, nodes, arrays.to_numpy_ndarrays(), round_config)
+    row: dict[str, Any] = {"round": rnd, "sampled": outcome.sampled, "survivors": outcome.survivors}
+    if outcome.total is None:
+        row["failed"] = True
+        state.failed_rounds.append(rnd)
+        log(f"round {rnd} aborted: {outcome.aborted}; the model is unchanged and nothing was released")
+        return arrays, row
+    assert isinstance(state.strategy, ClientLevelDP)
+    # the cohort size is public and fixed: the mean's denominator does not depend on who dropped out
+    mean = [t / config.clients_per_round for t in outcome.total]
+    aggregated = state.strategy.apply_mean(rnd, mean)
+    if state.ledger is not None:
+        # the noise actually present: every survivor's share but the target's own
+        event = secure.mechanism.event(shares=outcome.survivors - 1)
+        state.ledger.record_release(event, cohort_sampling(config), epoch=rnd)
+    return (aggregated if aggregated is not None else arrays), row
+
+
+def _finish_round(
+    run_dir: Path,
+    config: FederatedConfig,
+    state: ServerState,
+    evaluator: Any,
+    data: Any,
+    row: dict[str, Any],
+    arrays: ArrayRecord,
+    start: float,
+    out: TextIO,
+) -> None:
+    """Evaluate the released model on the server's test set, record the round and checkpoint (5.-6.)."""
+    weights = arrays.to_numpy_ndarrays()
+    central = evaluator.evaluate(weights, data.x_test, data.y_test, task=data.info.task, detailed=False)
+    row.update({"loss": central["loss"], "accuracy": central["accuracy"]})
+    if state.ledger is not None:
+        row["epsilon"] = state.ledger.epsilon(config.delta, BUDGET_ACCOUNTANT)
+    diag: dict[str, Any] | None = None
+    if not config.dp_outputs_only:
+        # counts only: under secure aggregation no client sends a metric
+        survivors = int(row.get("survivors", 0))
+        diag = {
+            "round": row["round"],
+            "replies": survivors,
+            "failures": int(row.get("sampled", 0)) - survivors,
+            "seconds": time.perf_counter() - start,
+        }
+        state.diagnostics.append(diag)
+    state.history.append(row)
+    state.round, state.weights = row["round"], weights
+    save_state(run_dir, state)
+    write_summary(run_dir, config, state, final=False)
+    print(_fmt(row, diag), file=out, flush=True)
 
 
 def real_train_metrics(replies: list[Message]) -> Any:
@@ -530,6 +625,8 @@ def privacy_record(config: FederatedConfig, state: ServerState, *, final: bool =
                 "stopped_by_budget": state.stop_reason is not None,
             }
         )
+        if config.secure_aggregation:
+            out.update(secure_privacy_record(config, state))
     if config.local_dp_noise is not None:
         worst = [d["local_epsilon_max"] for d in state.diagnostics if "local_epsilon_max" in d]
         out["local_dp"] = {
@@ -541,6 +638,37 @@ def privacy_record(config: FederatedConfig, state: ServerState, *, final: bool =
             "note": "the largest epsilon any client reported (its own ledger, RDP); not a mean",
         }
     return out or None
+
+
+def secure_privacy_record(config: FederatedConfig, state: ServerState) -> dict[str, Any]:
+    """run.json's account of a SecAgg+ run: the mechanism that ran, who saw what, how dropouts count."""
+    mechanism = mechanism_for(config, dim=sum(int(np.size(w)) for w in state.weights))
+    epsilon_curve = mechanism.epsilon(state.ledger.steps, config.delta) if state.ledger and state.ledger.steps else None
+    return {
+        "mechanism": "distributed discrete Gaussian (Kairouz, Liu & Steinke 2021) under SecAgg+",
+        "effective_noise_multiplier": mechanism.effective_noise_multiplier() if mechanism.private else None,
+        "bound": (
+            f"fixed-size cohorts of {config.clients_per_round} under replace-one-client adjacency; each round's "
+            f"Renyi DP from Proposition 14 with the noise of the other survivors only (at least "
+            f"{mechanism.counted_shares} shares), recorded as the Gaussian whose RDP bounds it; no amplification "
+            f"by sampling {config.clients_per_round} of {config.num_clients} clients is claimed"
+        ),
+        "epsilon_proposition_14": epsilon_curve,
+        "secure_aggregation": {
+            **mechanism.describe(),
+            "who_sees_what": (
+                "each client: its own update; the server: masked vectors (uniform-looking) and, after "
+                "unmasking, only the sum of the survivors' clipped, rounded, noised updates modulo 2^bits"
+            ),
+            "dropouts": (
+                f"each client's noise share is sized for {mechanism.min_survivors} survivors; a round with fewer "
+                "is aborted before unmasking (nothing released, nothing charged); a round with more is charged "
+                "with the noise actually present"
+            ),
+            "secagg_shares": config.secagg_shares,
+            "secagg_threshold": config.secagg_threshold,
+        },
+    }
 
 
 def outputs_record(config: FederatedConfig, seen_metrics: set[str] | None = None) -> dict[str, Any]:
