@@ -166,8 +166,9 @@ class SecureRound:
             modulus_range=FIELD,
             timeout=timeout,
         )
-        #: the last round's grid view, replies included (tests read the masked vectors from it)
+        #: the last round's grid view, replies included, and rotation seed (public; tests read them)
         self.last_grid: _Polling | None = None
+        self.last_rotation = 0
 
     def run(
         self,
@@ -178,6 +179,7 @@ class SecureRound:
         round_config: dict[str, Any],
     ) -> SecureOutcome:
         rotation = secrets.randbits(63)  # public once sent; fresh so no round's rotation is known in advance
+        self.last_rotation = rotation
         config = {**round_config, ROTATION_SEED: rotation}
         ins = FitIns(ndarrays_to_parameters(weights), config)
         polling = _Polling(grid, self.send, self.timeout)
