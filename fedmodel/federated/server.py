@@ -106,10 +106,7 @@ def audit_replies(
             continue
         content = reply.content
         if seen is not None:
-            seen["records"].update(f"arrays:{name}" for name in content.array_records)
-            seen["records"].update(f"metrics:{name}" for name in content.metric_records)
-            seen["records"].update(f"config:{name}" for name in content.config_records)
-            seen["metrics"].update(k for record in content.metric_records.values() for k in record)
+            note_records(reply, seen)
         why = _reply_problem(content, reference)
         if why is None:
             kept.append(reply)
@@ -118,6 +115,17 @@ def audit_replies(
             if reasons is not None:
                 reasons.append(f"node {reply.metadata.src_node_id}: {why}")
     return kept, rejected
+
+
+def note_records(reply: Message, seen: dict[str, set[str]]) -> None:
+    """Add the names of a reply's records and metrics to the run's reply audit (never their values)."""
+    if reply.has_error():
+        return
+    content = reply.content
+    seen["records"].update(f"arrays:{name}" for name in content.array_records)
+    seen["records"].update(f"metrics:{name}" for name in content.metric_records)
+    seen["records"].update(f"config:{name}" for name in content.config_records)
+    seen["metrics"].update(k for record in content.metric_records.values() for k in record)
 
 
 def _reply_problem(content: Any, reference: list[np.ndarray]) -> str | None:
@@ -486,6 +494,8 @@ def _secure_step(
     nodes = [int(m.metadata.dst_node_id) for m in messages]
     round_config = dict(messages[0].content.config_records["config"]) if messages else {}
     outcome = secure.run(grid, rnd, nodes, arrays.to_numpy_ndarrays(), round_config)
+    for reply in secure.last_grid.seen if secure.last_grid else []:
+        note_records(reply, state.seen)  # what reached the server: SecAgg+ records, no training metric
     row: dict[str, Any] = {"round": rnd, "sampled": outcome.sampled, "survivors": outcome.survivors}
     if outcome.total is None:
         row["failed"] = True
