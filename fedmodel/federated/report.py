@@ -25,7 +25,7 @@ from fedmodel.privacy.ledger import LEDGER_FILE
 from fedmodel.privacy.report import REPORT_MD as PRIVACY_REPORT
 from fedmodel.privacy.report import report_run
 
-COLUMNS = ("round", "loss", "accuracy", "epsilon", "clip", "sampled")
+COLUMNS = ("round", "loss", "accuracy", "epsilon", "clip", "sampled", "survivors")
 DIAGNOSTIC_COLUMNS = (
     "round", "replies", "failures", "rejected", "train_loss", "train_accuracy", "fed_loss", "fed_accuracy",
     "clipped", "local_epsilon_max", "seconds",
@@ -132,6 +132,16 @@ def _markdown(
             else:
                 line += f" ({privacy.get('adjacency')}); client sampling {privacy.get('bound')}"
             lines.append(line)
+        secure = privacy.get("secure_aggregation")
+        if secure:
+            lines += [
+                f"- secure aggregation: {privacy.get('mechanism')}; {secure.get('bits')}-bit integers, "
+                f"each client's discrete Gaussian scale {_cell(secure.get('local_noise_scale_integers'))}, "
+                f"noise counted from {secure.get('counted_shares')} other survivors; {privacy.get('bound')}",
+                f"- who sees what: {secure.get('who_sees_what')}",
+                f"- dropouts: {secure.get('dropouts')}",
+                "- details: docs/secure_aggregation.md",
+            ]
         local = privacy.get("local_dp")
         if local:
             lines.append(
