@@ -8,7 +8,8 @@ settings of the demo workload (``fedmodel demo``: logistic regression on the emb
 (``clients-per-round = num-clients``) so that neither accountant gets amplification by sampling:
 
 * ``central``: DP-FedAvg with Gaussian noise of multiplier ``--noise`` added by the server (fixed-size
-  sampling, replace-one-client adjacency: the ledger charges noise multiplier ``z / 2``);
+  sampling, replace-one-client adjacency: the ledger charges noise multiplier ``z / 2``, no amplification
+  as the cohort is everyone);
 * ``secagg-same-eps``: SecAgg+ with the distributed discrete Gaussian, its noise multiplier chosen (by
   bisection on the ledger's own bound) so that its epsilon equals ``central``'s;
 * ``secagg-same-noise``: SecAgg+ with ``--noise`` itself (so its epsilon is a little higher: rounding
@@ -37,6 +38,8 @@ import dp_accounting
 from fedmodel.federated.config import FederatedConfig
 from fedmodel.federated.secagg import mechanism_for
 from fedmodel.federated.shards import dataset_for
+from fedmodel.privacy import accounting
+from fedmodel.privacy.accounting import FixedSizeSampling
 from fedmodel.zoo.registry import count_params
 
 SETTINGS = {
@@ -54,10 +57,10 @@ SETTINGS = {
 }
 
 
-def _ledger_epsilon(event: dp_accounting.DpEvent, rounds: int, delta: float) -> float:
-    accountant = dp_accounting.rdp.RdpAccountant()
-    accountant.compose(event, rounds)
-    return float(accountant.get_epsilon(delta))
+def _ledger_epsilon(event: dp_accounting.GaussianDpEvent, cohort: int, rounds: int, delta: float) -> float:
+    """Epsilon as the run's ledger charges ``rounds`` releases of ``event`` to a fixed-size cohort of everyone."""
+    steps = accounting.steps_event(event, FixedSizeSampling(cohort, cohort), steps=rounds)
+    return accounting.epsilon(steps, delta=delta, accountant="rdp")
 
 
 def calibrate(config: FederatedConfig, target: float, dim: int) -> float:
@@ -66,7 +69,7 @@ def calibrate(config: FederatedConfig, target: float, dim: int) -> float:
     for _ in range(60):
         mid = (lo + hi) / 2
         mech = mechanism_for(FederatedConfig(**{**config.to_dict(), "dp_noise": mid}), dim)
-        if _ledger_epsilon(mech.event(), config.rounds, config.delta) > target:
+        if _ledger_epsilon(mech.event(), config.clients_per_round, config.rounds, config.delta) > target:
             lo = mid
         else:
             hi = mid
@@ -87,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     config = FederatedConfig.from_mapping({**base, "dp-noise": args.noise})
     data = dataset_for(config)
     dim = count_params(config.model, input_shape=data.info.input_shape, num_classes=data.info.num_classes)
-    central_eps = _ledger_epsilon(dp_accounting.GaussianDpEvent(args.noise / 2), args.rounds, config.delta)
+    central_eps = _ledger_epsilon(dp_accounting.GaussianDpEvent(args.noise), args.clients, args.rounds, config.delta)
     secure = FederatedConfig.from_mapping({**base, "dp-noise": args.noise, "secure-aggregation": True})
     same_eps_noise = calibrate(secure, central_eps, dim)
     runs = {

@@ -21,10 +21,10 @@ contribution. With at least ``min_survivors`` (``m``) survivors every round has 
 Clients are drawn as a fixed-size cohort (replace-one-client adjacency, L2 sensitivity ``2 Delta_2``,
 L1 sensitivity ``2 Delta_1``), so the abort rule (fewer than ``m`` survivors) depends on dropouts only,
 never on whether a given client took part. Proposition 14 of the paper gives the round's Renyi DP
-(:meth:`DistributedDiscreteGaussian.rdp`); its last term, ``alpha/2 (l2 + sqrt(d) tau)^2``, is the Renyi
-DP of a Gaussian mechanism with noise multiplier ``1 / (l2 + sqrt(d) tau)``, which is what the ledger
-records (:meth:`~DistributedDiscreteGaussian.event`): an upper bound at every order, so the RDP
-accountant's epsilon is a valid (slightly loose) bound. No amplification by sampling is claimed:
+(:meth:`DistributedDiscreteGaussian.rdp`); its last term, ``alpha/2 (l2 + sqrt(d) tau)^2``, is bounded by
+the Renyi DP of a Gaussian mechanism, which is what the ledger records
+(:meth:`~DistributedDiscreteGaussian.event`, in the ledger's add-or-remove convention): an upper bound at
+every order, so the RDP accountant's epsilon is a valid (slightly loose) bound. No amplification by sampling is claimed:
 dp-accounting's bound for sampling without replacement uses the Gaussian's own structure, which the
 discrete sum does not have; see ``docs/secure_aggregation.md``.
 
@@ -41,15 +41,16 @@ from functools import cached_property
 
 import dp_accounting
 import numpy as np
-from dp_accounting.rdp import rdp_privacy_accountant
 
 from fedmodel.errors import ConfigError
 from fedmodel.privacy import discrete_gaussian
+from fedmodel.privacy.accounting import RDP_ORDERS, rdp_epsilon
 
 #: Larger scales add no accuracy and overflow the integer range (TFF caps its scale the same way).
 MAX_SCALE = 1e6
-#: The RDP orders of :meth:`DistributedDiscreteGaussian.rdp` (integers: Proposition 14 is stated for them).
-ORDERS = (*range(2, 129), 256, 512)
+#: The RDP orders of :meth:`DistributedDiscreteGaussian.rdp`: the ledger's (Proposition 14 holds for every
+#: order >= 1; only the subsampled bounds we do not use need integers).
+ORDERS = RDP_ORDERS
 #: Conditional rounding gives up after this many redraws (each succeeds with probability >= 1 - beta).
 MAX_ROUNDING_TRIES = 1000
 
@@ -187,19 +188,23 @@ class DistributedDiscreteGaussian:
         return np.array(out)
 
     def effective_noise_multiplier(self, shares: int | None = None) -> float:
-        """The Gaussian noise multiplier whose Renyi DP bounds Proposition 14's last term at every order."""
+        """The ledger's Gaussian noise multiplier, in its add-or-remove convention (std / one update's bound).
+
+        ``1 / (Delta_2 / (sqrt(n) s) + sqrt(d) tau)``. For fixed-size cohorts the ledger halves it (replace-one
+        doubles the sensitivity), charging ``alpha/2 (2 l2 + 2 sqrt(d) tau)^2`` at order ``alpha``, which is at
+        least Proposition 14's last term ``alpha/2 (2 l2 + sqrt(d) tau)^2`` (:meth:`rdp`). Without rounding
+        and ``tau`` it is ``z``, as for DP-FedAvg.
+        """
         l2, _, tau = self._scales(shares)
-        return 1.0 / (l2 + math.sqrt(self.padded_dim) * tau)
+        return 1.0 / (l2 / 2 + math.sqrt(self.padded_dim) * tau)
 
     def event(self, shares: int | None = None) -> dp_accounting.GaussianDpEvent:
-        """The round's event for the ledger (an upper bound, see the module docstring)."""
+        """The round's event for the ledger (an upper bound, see :meth:`effective_noise_multiplier`)."""
         return dp_accounting.GaussianDpEvent(self.effective_noise_multiplier(shares))
 
     def epsilon(self, rounds: int, delta: float, *, shares: int | None = None) -> float:
         """Epsilon of ``rounds`` rounds from Proposition 14's full curve (the ledger's is a little larger)."""
-        rdp = self.rdp(ORDERS, shares=shares) * rounds
-        eps, _ = rdp_privacy_accountant.compute_epsilon(ORDERS, rdp, delta)
-        return float(eps)
+        return rdp_epsilon(self.rdp(ORDERS, shares=shares) * rounds, delta=delta, orders=ORDERS)
 
     # -- encoding ----------------------------------------------------------------------------------
 

@@ -255,5 +255,24 @@ def test_simulation_with_secure_aggregation(tmp_path: Path) -> None:
     assert record["test_metrics"]["accuracy"] > 0.3  # it learns through masking and noise
     ledger = json.loads((run_dir / "privacy_ledger.json").read_text())
     assert sum(e["count"] for e in ledger["entries"]) == 4
+    assert "who sees what" in (run_dir / "report.md").read_text()
     diagnostics = json.loads((run_dir / "diagnostics.json").read_text())
     assert all(set(d) <= {"round", "replies", "failures", "seconds"} for d in diagnostics["rounds"])
+
+
+def test_the_budget_stops_secure_rounds_before_target_epsilon() -> None:
+    from fedmodel.federated.server import _budget_allows, cohort_sampling, new_state
+
+    config = _config(dp_noise=1.0, target_epsilon=20.0, delta=1e-3)
+    weights = [np.zeros(s, np.float32) for s in SHAPES]
+    state = new_state(config, weights)
+    assert state.ledger is not None
+    mech = mechanism_for(config, DIM)
+    rounds = 0
+    while _budget_allows(config, state):
+        state.ledger.record_release(mech.event(), cohort_sampling(config), epoch=rounds + 1)
+        rounds += 1
+    assert rounds >= 1
+    assert state.ledger.epsilon(1e-3, "rdp") <= 20.0  # fail closed: every charged round fit
+    state.ledger.record_release(mech.event(), cohort_sampling(config), epoch=rounds + 1)
+    assert state.ledger.epsilon(1e-3, "rdp") > 20.0  # and one more would not have
