@@ -755,7 +755,9 @@ def check_run_dir(run_dir: Path, config: FederatedConfig) -> None:
     saved = json.loads(record.read_text()).get("config", {})
     mine = json.loads(json.dumps(config.to_dict(), default=list))
     ignored = {"rounds", "run_dir", "fail_partitions", *QUORUM_SETTINGS}
-    diff = sorted(k for k in mine if k not in ignored and saved.get(k) != mine[k])
+    # a setting added after the run was written is absent from it: fine while it keeps its default
+    defaults = json.loads(json.dumps(FederatedConfig().to_dict(), default=list))
+    diff = sorted(k for k in mine if k not in ignored and saved.get(k, defaults.get(k)) != mine[k])
     if diff:
         raise ConfigError(
             f"run directory {run_dir} holds a run with other settings ({', '.join(diff)}); pass a new run-dir"

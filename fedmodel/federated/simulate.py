@@ -121,10 +121,12 @@ def check_continuation(config: FederatedConfig) -> None:
     saved = record.get("config", {})
     mine = json.loads(json.dumps(config.to_dict(), default=list))  # as run.json stores it (tuples as lists)
     may_differ = continuable_settings()
+    # a setting added after the run was written is absent from it: fine while it keeps its default
+    defaults = json.loads(json.dumps(FederatedConfig().to_dict(), default=list))
     differences = [
-        f"{key.replace('_', '-')} {saved.get(key)!r} in the run, {mine[key]!r} now"
+        f"{key.replace('_', '-')} {saved.get(key, defaults.get(key))!r} in the run, {mine[key]!r} now"
         for key in sorted(mine)
-        if key not in may_differ and saved.get(key) != mine[key]
+        if key not in may_differ and saved.get(key, defaults.get(key)) != mine[key]
     ]
     done = int(record.get("rounds_run") or 0)
     if config.rounds < done:

@@ -276,3 +276,16 @@ def test_the_budget_stops_secure_rounds_before_target_epsilon() -> None:
     assert state.ledger.epsilon(1e-3, "rdp") <= 20.0  # fail closed: every charged round fit
     state.ledger.record_release(mech.event(), cohort_sampling(config), epoch=rounds + 1)
     assert state.ledger.epsilon(1e-3, "rdp") > 20.0  # and one more would not have
+
+
+def test_runs_written_before_a_setting_existed_still_resume(tmp_path: Path) -> None:
+    # run.json of an older fedmodel lacks the secure-aggregation keys; with their defaults it is the same run
+    from fedmodel.federated.server import check_run_dir
+
+    config = FederatedConfig(num_clients=4, clients_per_round=2)
+    saved = {k: v for k, v in json.loads(json.dumps(config.to_dict(), default=list)).items() if "secagg" not in k}
+    saved.pop("secure_aggregation")
+    (tmp_path / "run.json").write_text(json.dumps({"kind": "federated", "config": saved}))
+    check_run_dir(tmp_path, config)  # no error
+    with pytest.raises(ConfigError, match="secure_aggregation"):
+        check_run_dir(tmp_path, _config(num_clients=4, clients_per_round=2, secagg_min_survivors=2))
