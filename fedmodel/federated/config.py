@@ -87,6 +87,11 @@ class FederatedConfig:
         unmasking; ``secagg_shares`` / ``secagg_threshold``: Flower's ``num_shares`` (fraction of the cohort each
         client shares its keys with; 1 = SecAgg) and ``reconstruction_threshold`` (fraction of those shares
         needed to remove a dropped client's masks).
+    dp_ftrl, ftrl_restart_rounds:
+        DP-FTRL (:mod:`fedmodel.federated.ftrl`): client-level DP by tree aggregation, with no sampling;
+        each client takes part at most once per tree, and a tree restarts every ``ftrl_restart_rounds``
+        rounds (default ``num_clients // clients_per_round``) or when every available client has taken part.
+        Needs ``dp_noise`` (the noise multiplier of every tree node) and ``dp_clip``.
     """
 
     model: str = "cnn"
@@ -140,6 +145,8 @@ class FederatedConfig:
     secagg_min_survivors: int | None = None
     secagg_shares: float = 1.0
     secagg_threshold: float = 0.5
+    dp_ftrl: bool = False
+    ftrl_restart_rounds: int | None = None
 
     def __post_init__(self) -> None:
         for name in (
@@ -233,7 +240,8 @@ class FederatedConfig:
                 f"(use one of {', '.join(DP_COMPATIBLE)})"
             )
         self._check_secure_aggregation()
-        for name in ("dp_adaptive", "dp_outputs_only", "secure_aggregation"):
+        self._check_ftrl()
+        for name in ("dp_adaptive", "dp_outputs_only", "secure_aggregation", "dp_ftrl"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{_key(name)} must be true or false, got {getattr(self, name)!r}")
         try:
@@ -280,6 +288,33 @@ class FederatedConfig:
             raise ConfigError(f"secagg-shares must be a fraction in (0, 1], got {self.secagg_shares!r}")
         if not _finite(self.secagg_threshold) or not 0 < self.secagg_threshold <= 1:
             raise ConfigError(f"secagg-threshold must be a fraction in (0, 1], got {self.secagg_threshold!r}")
+
+    def _check_ftrl(self) -> None:
+        restart = self.ftrl_restart_rounds
+        if restart is not None and (isinstance(restart, bool) or not isinstance(restart, int) or restart < 1):
+            raise ConfigError(f"ftrl-restart-rounds must be an integer >= 1 or none, got {restart!r}")
+        if self.dp_ftrl is not True:
+            return
+        problems = []
+        if self.dp_noise is None:
+            problems.append("it needs dp-noise (the noise multiplier of each tree node)")
+        if self.client_sampling != "poisson":
+            problems.append("it samples no clients (client-sampling does not apply; leave it at its default)")
+        if self.secure_aggregation:
+            problems.append("secure aggregation with tree noise is not built")
+        if self.dp_adaptive:
+            problems.append("dp-adaptive is not built for trees")
+        if self.audit_canaries:
+            problems.append("audit-canaries assume Poisson participation")
+        if problems:
+            raise ConfigError("dp-ftrl: " + "; ".join(problems))
+
+    @property
+    def ftrl_rounds_per_tree(self) -> int:
+        """Rounds per DP-FTRL tree: ``ftrl_restart_rounds`` or one pass over the population."""
+        if self.ftrl_restart_rounds is not None:
+            return self.ftrl_restart_rounds
+        return max(1, self.num_clients // self.clients_per_round)
 
     @property
     def secagg_survivors(self) -> int:

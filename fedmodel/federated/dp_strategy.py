@@ -78,6 +78,14 @@ class ClientLevelDP(EvaluatePassThrough):
         view: Any = SampledGrid(grid, chosen)
         return self.strategy.configure_train(server_round, arrays, config, view)
 
+    def next_sampling(self) -> Any:
+        """How the next release's clients are drawn, as the ledger records it."""
+        return self.config.sampling
+
+    def charge_sampling(self) -> Any:
+        """What a failed round (no release, charged all the same) is recorded as."""
+        return self.config.sampling
+
     def sample_nodes(self, grid: Grid) -> list[int]:
         """This round's clients among the connected nodes, as the accountant assumes (OS entropy)."""
         available = [int(n) for n in grid.get_node_ids()]

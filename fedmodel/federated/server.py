@@ -189,6 +189,13 @@ def send_and_receive(grid: Grid, messages: list[Message], *, timeout: float, pol
 
 def sampling_description(config: FederatedConfig) -> str:
     """How clients were drawn and which bound the ledger uses, in one line (for run.json and reports)."""
+    if config.dp_ftrl:
+        return (
+            f"DP-FTRL: no sampling; up to {config.clients_per_round} available clients per round, each at most once "
+            f"per tree, a new tree every {config.ftrl_rounds_per_tree} rounds (or when all have taken part); bound: "
+            "tree aggregation (Kairouz et al. 2021, dp-accounting's SingleEpochTreeAggregationDpEvent per tree) "
+            "under replace-one-client-with-zero adjacency"
+        )
     if config.client_sampling == "fixed-size":
         return (
             f"fixed-size: exactly {config.clients_per_round} of {config.num_clients} clients per round, uniformly "
@@ -211,7 +218,7 @@ def new_state(
         ledger = PrivacyLedger(
             unit="client",
             population=config.num_clients,
-            sampling=config.client_sampling,
+            sampling="tree" if config.dp_ftrl else config.client_sampling,
             delta=config.delta,
             notes=[
                 f"dp-clip {config.dp_clip}" + (" (adaptive)" if config.dp_adaptive else ""),
@@ -271,7 +278,11 @@ def _budget_allows(config: FederatedConfig, state: ServerState) -> bool:
     strategy = state.strategy
     if state.ledger is None or config.target_epsilon is None or not isinstance(strategy, ClientLevelDP):
         return True
-    event, sampling = strategy.config.round_event(), strategy.config.sampling
+    event, sampling = strategy.config.round_event(), strategy.next_sampling()
+    if config.dp_ftrl:  # a tree's rounds share nodes: charge the next round exactly, in a copy of the ledger
+        trial = PrivacyLedger.from_dict(state.ledger.to_dict())
+        trial.record_release(event, sampling, epoch=state.round + 1)
+        return trial.epsilon(config.delta, BUDGET_ACCOUNTANT) <= config.target_epsilon
     if config.secure_aggregation:  # planned with the fewest survivors a round may have
         event = mechanism_for(config, dim=sum(int(np.size(w)) for w in state.weights)).event()
         sampling = cohort_sampling(config)
@@ -434,7 +445,7 @@ def run_server(
             )
             if state.ledger is not None and isinstance(state.strategy, ClientLevelDP):
                 state.ledger.record_release(
-                    state.strategy.config.round_event(), state.strategy.config.sampling, epoch=rnd
+                    state.strategy.config.round_event(), state.strategy.charge_sampling(), epoch=rnd
                 )
         weights = arrays.to_numpy_ndarrays()
         central = evaluator.evaluate(weights, data.x_test, data.y_test, task=data.info.task, detailed=False)  # 5.
@@ -630,7 +641,7 @@ def privacy_record(config: FederatedConfig, state: ServerState, *, final: bool =
                 "effective_noise_multiplier": event.noise_multiplier if event is not None else None,
                 "sampling_rate": config.sampling_rate,
                 "rounds": ledger.steps,
-                "sampling": config.client_sampling,
+                "sampling": "tree" if config.dp_ftrl else config.client_sampling,
                 "bound": sampling_description(config),
                 "stopped_by_budget": state.stop_reason is not None,
             }

@@ -83,6 +83,10 @@ def make_strategy(config: FederatedConfig, *, rng: np.random.Generator | None = 
     if not config.client_dp:
         return NormBound(strategy, config.norm_bound) if config.norm_bound is not None else strategy
     assert config.dp_noise is not None
+    if config.dp_ftrl:
+        from fedmodel.federated.ftrl import TreeDP  # imports TensorFlow and tensorflow-privacy
+
+        return TreeDP(strategy, config, rng=rng)
     dp = client_dp_config(
         noise_multiplier=config.dp_noise,
         clip=config.dp_clip,

@@ -178,13 +178,37 @@ class FixedSizeSampling:
         return self.size / self.population
 
 
-Sampling = PoissonSampling | FixedSizeSampling
+@dataclass(frozen=True)
+class TreeAggregation:
+    """DP-FTRL's participation (Kairouz et al. 2021): no sampling; each unit takes part at most once per tree.
+
+    ``tree`` numbers the tree (from 0; a new one at every restart) that a release belongs to. The releases of
+    one tree are accounted together as ``SingleEpochTreeAggregationDpEvent(z, steps)``: a unit's one
+    contribution reaches ``ceil(log2(steps + 1))`` noisy nodes. Trees compose. The neighbouring relation is
+    dp-accounting's ``REPLACE_SPECIAL`` (one unit's data replaced by a contribution of zero).
+    """
+
+    tree: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.tree, bool) or not isinstance(self.tree, numbers.Integral) or self.tree < 0:
+            raise ConfigError(f"tree must be an integer >= 0, got {self.tree!r}")
+        object.__setattr__(self, "tree", int(self.tree))
+
+    @property
+    def rate(self) -> float:
+        """Every available unit may take part (once per tree): no sampling rate applies."""
+        return 1.0
+
+
+Sampling = PoissonSampling | FixedSizeSampling | TreeAggregation
 
 
 def check_sampling(sampling: object) -> Sampling:
-    """Return ``sampling`` if it is a :class:`PoissonSampling` or :class:`FixedSizeSampling`, else raise."""
-    if not isinstance(sampling, PoissonSampling | FixedSizeSampling):
-        raise ConfigError(f"sampling must be PoissonSampling or FixedSizeSampling, got {sampling!r}")
+    """Return ``sampling`` if it is a :class:`PoissonSampling`, :class:`FixedSizeSampling` or
+    :class:`TreeAggregation`, else raise."""
+    if not isinstance(sampling, PoissonSampling | FixedSizeSampling | TreeAggregation):
+        raise ConfigError(f"sampling must be PoissonSampling, FixedSizeSampling or TreeAggregation, got {sampling!r}")
     return sampling
 
 
@@ -209,6 +233,8 @@ def sampled_event(mechanism_event: dp_accounting.GaussianDpEvent, sampling: Samp
         raise ConfigError(f"mechanism_event must be a dp_accounting.GaussianDpEvent, got {mechanism_event!r}")
     z = check_noise_multiplier(mechanism_event.noise_multiplier)
     how = check_sampling(sampling)
+    if isinstance(how, TreeAggregation):
+        return dp_accounting.SingleEpochTreeAggregationDpEvent(noise_multiplier=z, step_counts=1)
     if isinstance(how, FixedSizeSampling):
         return dp_accounting.SampledWithoutReplacementDpEvent(
             source_dataset_size=how.population,
@@ -219,8 +245,11 @@ def sampled_event(mechanism_event: dp_accounting.GaussianDpEvent, sampling: Samp
 
 
 def accountants_for(event: dp_accounting.DpEvent) -> tuple[AccountantName, ...]:
-    """The accountants that can evaluate ``event``: only ``("rdp",)`` once it holds fixed-size sampling."""
-    return ("rdp",) if _has_event(event, dp_accounting.SampledWithoutReplacementDpEvent) else ACCOUNTANTS
+    """The accountants that can evaluate ``event``: only ``("rdp",)`` once it holds fixed-size sampling or trees."""
+    rdp_only = _has_event(event, dp_accounting.SampledWithoutReplacementDpEvent) or _has_event(
+        event, dp_accounting.SingleEpochTreeAggregationDpEvent
+    )
+    return ("rdp",) if rdp_only else ACCOUNTANTS
 
 
 def _has_event(event: dp_accounting.DpEvent, kind: type) -> bool:
@@ -267,6 +296,8 @@ def steps_event(
     count = check_steps(steps)
     if count == 0:
         return dp_accounting.NoOpDpEvent()
+    if isinstance(one, dp_accounting.SingleEpochTreeAggregationDpEvent):  # one tree's steps share its nodes
+        return dp_accounting.SingleEpochTreeAggregationDpEvent(noise_multiplier=one.noise_multiplier, step_counts=count)
     return dp_accounting.SelfComposedDpEvent(event=one, count=count)
 
 
@@ -356,6 +387,8 @@ def _describe(event: dp_accounting.DpEvent) -> str:
         return f"Poisson(q={event.sampling_probability:g}, {_describe(event.event)})"
     if isinstance(event, dp_accounting.SampledWithoutReplacementDpEvent):
         return f"FixedSize({event.sample_size} of {event.source_dataset_size}, {_describe(event.event)})"
+    if isinstance(event, dp_accounting.SingleEpochTreeAggregationDpEvent):
+        return f"Tree(steps={event.step_counts}, z={event.noise_multiplier:g})"
     return type(event).__name__
 
 
@@ -389,6 +422,15 @@ def rdp_vector(event: dp_accounting.DpEvent, *, orders: Sequence[float] = RDP_OR
 
 
 def _neighboring_relation(event: dp_accounting.DpEvent) -> dp_accounting.NeighboringRelation:
+    if _has_event(event, dp_accounting.SingleEpochTreeAggregationDpEvent):
+        if _has_event(event, dp_accounting.SampledWithoutReplacementDpEvent) or _has_event(
+            event, dp_accounting.PoissonSampledDpEvent
+        ):
+            raise AccountingError(
+                f"an event cannot mix tree aggregation with sampled releases, got {describe_event(event)}; "
+                "account them separately"
+            )
+        return dp_accounting.NeighboringRelation.REPLACE_SPECIAL
     fixed = _has_event(event, dp_accounting.SampledWithoutReplacementDpEvent)
     if fixed and _has_event(event, dp_accounting.PoissonSampledDpEvent):
         raise AccountingError(

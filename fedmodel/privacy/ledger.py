@@ -41,7 +41,13 @@ import dp_accounting
 from fedmodel.atomic import atomic_write
 from fedmodel.errors import ConfigError
 from fedmodel.privacy import accounting
-from fedmodel.privacy.accounting import AccountantName, FixedSizeSampling, PoissonSampling, Sampling
+from fedmodel.privacy.accounting import (
+    AccountantName,
+    FixedSizeSampling,
+    PoissonSampling,
+    Sampling,
+    TreeAggregation,
+)
 
 LEDGER_FILE = "privacy_ledger.json"
 LEDGER_FORMAT = "fedmodel.privacy_ledger"
@@ -52,12 +58,18 @@ LEDGER_VERSIONS = (1, 2)
 MAX_STEPS = 10**9
 
 Unit = Literal["example", "client"]
-SamplingName = Literal["poisson", "shuffle", "fixed-size"]
+SamplingName = Literal["poisson", "shuffle", "fixed-size", "tree"]
 UNITS: tuple[Unit, ...] = get_args(Unit)
 SAMPLINGS: tuple[SamplingName, ...] = get_args(SamplingName)
 ADJACENCY: dict[Unit, str] = {
     "example": "add-or-remove-one-example",
     "client": "add-or-remove-one-client (all of one client's data)",
+}
+#: Adjacency of tree aggregation (DP-FTRL; dp-accounting's REPLACE_SPECIAL): one unit's contribution replaced
+#: by zero, each unit taking part at most once per tree.
+TREE_ADJACENCY: dict[Unit, str] = {
+    "example": "replace-one-example-with-zero (each example at most once per tree)",
+    "client": "replace-one-client-with-zero (each client at most once per tree)",
 }
 #: Adjacency of fixed-size sampling (the population size is public; one unit's data is replaced).
 REPLACE_ADJACENCY: dict[Unit, str] = {
@@ -97,6 +109,10 @@ class LedgerEntry:
     def fixed_size(self) -> bool:
         return isinstance(self.sampling, FixedSizeSampling)
 
+    @property
+    def tree(self) -> bool:
+        return isinstance(self.sampling, TreeAggregation)
+
     def dp_event(self, count: int | None = None) -> dp_accounting.DpEvent:
         """The entry's DpEvent, or that of its first ``count`` steps."""
         n = self.count if count is None else count
@@ -123,7 +139,13 @@ class LedgerEntry:
         return cls(raw["noise_multiplier"], sampling, raw["count"], raw.get("epoch"))
 
 
+def _kind(entry: LedgerEntry) -> Literal["poisson", "fixed-size", "tree"]:
+    return "fixed-size" if entry.fixed_size else ("tree" if entry.tree else "poisson")
+
+
 def _sampling_dict(sampling: Sampling) -> dict[str, Any]:
+    if isinstance(sampling, TreeAggregation):
+        return {"kind": "tree", "tree": sampling.tree}
     if isinstance(sampling, FixedSizeSampling):
         return {"kind": "fixed-size", "population": sampling.population, "size": sampling.size}
     return {"kind": "poisson", "rate": sampling.rate}
@@ -137,7 +159,9 @@ def _sampling_from_dict(raw: object) -> Sampling:
         return PoissonSampling(raw["rate"])
     if kind == "fixed-size":
         return FixedSizeSampling(population=raw["population"], size=raw["size"])
-    raise ConfigError(f"privacy ledger entry sampling kind must be 'poisson' or 'fixed-size', got {kind!r}")
+    if kind == "tree":
+        return TreeAggregation(raw["tree"])
+    raise ConfigError(f"privacy ledger entry sampling kind must be 'poisson', 'fixed-size' or 'tree', got {kind!r}")
 
 
 @dataclass
@@ -236,18 +260,21 @@ class PrivacyLedger:
             raise ConfigError(
                 f"a fixed-size release needs a ledger with sampling='fixed-size', got sampling={self.sampling!r}"
             )
+        if new.tree and self.sampling != "tree":
+            raise ConfigError(f"a tree release needs a ledger with sampling='tree', got sampling={self.sampling!r}")
         kind = self.release_sampling
-        if kind is not None and kind != ("fixed-size" if new.fixed_size else "poisson"):
+        if kind is not None and kind != _kind(new):
             raise ConfigError(
-                f"a ledger holds either Poisson or fixed-size releases (different adjacency), not both; it holds "
-                f"{kind} releases, got {new.sampling!r}"
+                "a ledger holds either Poisson or fixed-size or tree releases (different adjacency), not a mix; "
+                f"it holds {kind} releases, got {new.sampling!r}"
             )
 
     def _sync_adjacency(self) -> None:
-        """Default adjacency text follows the releases: replace-one for fixed-size, else add-or-remove-one."""
-        if self.adjacency in (ADJACENCY[self.unit], REPLACE_ADJACENCY[self.unit]):
-            fixed = self.release_sampling == "fixed-size"
-            self.adjacency = (REPLACE_ADJACENCY if fixed else ADJACENCY)[self.unit]
+        """Default adjacency text follows the releases: replace-one for fixed-size, replace-with-zero for trees."""
+        if self.adjacency in (ADJACENCY[self.unit], REPLACE_ADJACENCY[self.unit], TREE_ADJACENCY[self.unit]):
+            kind = self.release_sampling
+            table = {"fixed-size": REPLACE_ADJACENCY, "tree": TREE_ADJACENCY}.get(kind or "", ADJACENCY)
+            self.adjacency = table[self.unit]
 
     @property
     def entries(self) -> tuple[LedgerEntry, ...]:
@@ -259,11 +286,11 @@ class PrivacyLedger:
         return sum(e.count for e in self._entries)
 
     @property
-    def release_sampling(self) -> Literal["poisson", "fixed-size"] | None:
-        """How the recorded releases were accounted: "poisson", "fixed-size", or None when empty."""
+    def release_sampling(self) -> Literal["poisson", "fixed-size", "tree"] | None:
+        """How the recorded releases were accounted: "poisson", "fixed-size", "tree", or None when empty."""
         if not self._entries:
             return None
-        return "fixed-size" if self._entries[0].fixed_size else "poisson"
+        return _kind(self._entries[0])
 
     @property
     def accountants(self) -> tuple[AccountantName, ...]:

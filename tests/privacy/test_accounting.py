@@ -398,7 +398,7 @@ def test_fixed_size_zero_noise_is_infinite() -> None:
         (lambda: FixedSizeSampling(population=2.5, size=1), "population must be an integer >= 1, got 2.5"),
         (
             lambda: sampled_event(dp_accounting.GaussianDpEvent(1.0), 0.5),
-            "PoissonSampling or FixedSizeSampling, got 0.5",
+            "PoissonSampling, FixedSizeSampling or TreeAggregation, got 0.5",
         ),
         (lambda: sampled_event(dp_accounting.LaplaceDpEvent(1.0), PoissonSampling(0.5)), "GaussianDpEvent"),
     ],

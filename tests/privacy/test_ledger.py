@@ -416,3 +416,23 @@ def test_remaining_steps_with_fixed_size_sampling_is_exactly_the_budget() -> Non
 def test_budget_checks_need_one_mechanism_and_one_sampling(kw: dict[str, object], named: str) -> None:
     with pytest.raises(ConfigError, match=named):
         remaining_steps(central(), delta=1e-5, target_epsilon=1.0, **kw)  # type: ignore[arg-type]
+
+
+def test_tree_releases_round_trip_compose_per_tree_and_do_not_mix() -> None:
+    from fedmodel.privacy.accounting import TreeAggregation
+
+    ledger = PrivacyLedger(unit="client", population=50, sampling="tree", delta=1e-5)
+    for rnd, tree in enumerate([0, 0, 0, 0, 0, 1, 1], start=1):
+        ledger.record_release(dp_accounting.GaussianDpEvent(2.0), TreeAggregation(tree), epoch=rnd)
+    back = PrivacyLedger.from_dict(json.loads(json.dumps(ledger.to_dict())))
+    assert back.entries == ledger.entries and back.epsilon() == ledger.epsilon()
+    events = ledger.dp_event().events
+    assert [e.step_counts for e in events] == [5, 2]  # one event per tree, its rounds together
+    with pytest.raises(ConfigError, match="not a mix"):
+        ledger.record_release(dp_accounting.GaussianDpEvent(2.0), PoissonSampling(0.1))
+    with pytest.raises(ConfigError, match="sampling='tree'"):
+        PrivacyLedger(unit="client", population=50).record_release(
+            dp_accounting.GaussianDpEvent(2.0), TreeAggregation(0)
+        )
+    with pytest.raises(ConfigError, match="tree must be an integer >= 0"):
+        TreeAggregation(-1)
