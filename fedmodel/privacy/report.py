@@ -259,6 +259,11 @@ def _sampling_assumption(ledger: PrivacyLedger) -> str:
     """How the ledger's units were drawn and what the accounting assumes about it, in one sentence."""
     who = "client" if ledger.unit == "client" else "example"
     per = "round" if ledger.unit == "client" else "step"
+    if ledger.release_sampling == "tree":
+        return (
+            f"no sampling (DP-FTRL): any available {who} may take part in a {per}, each at most once per tree; "
+            "trees restart (recorded per entry) and compose"
+        )
     if ledger.release_sampling == "fixed-size":
         return (
             f"fixed-size sampling without replacement: exactly m of the N {who}s in each {per} (recorded per "
@@ -276,6 +281,12 @@ def _sampling_assumption(ledger: PrivacyLedger) -> str:
 
 def _bound(ledger: PrivacyLedger) -> str:
     """The bound the epsilon comes from: mechanism, sampling, adjacency and source."""
+    if ledger.release_sampling == "tree":
+        return (
+            f"tree aggregation (DP-FTRL), replace-one-{ledger.unit}-with-zero: each tree of n steps is "
+            "dp-accounting's SingleEpochTreeAggregationDpEvent, RDP alpha ceil(log2(n + 1)) / (2 z^2) (Kairouz et "
+            "al. 2021, https://arxiv.org/abs/2103.00039, appendix D); trees compose"
+        )
     if ledger.release_sampling == "fixed-size":
         return sampling_bound("fixed-size", ledger.unit)
     return sampling_bound("poisson", ledger.unit)
@@ -285,7 +296,10 @@ def _sampling_facts(entries: list[dict[str, Any]], unit: str) -> list[tuple[str,
     samplings = [e["sampling"] for e in entries]
     qs = sorted({s["rate"] for s in samplings if s["kind"] == "poisson"})
     fixed = sorted({(s["size"], s["population"]) for s in samplings if s["kind"] == "fixed-size"})
+    trees = [s["tree"] for s in samplings if s["kind"] == "tree"]
     facts = []
+    if trees:
+        facts.append(("trees", f"{len(set(trees))} ({len(trees)} releases)"))
     if qs:
         facts.append(("sampling rate q", ", ".join(f"{q:.6g}" for q in qs)))
     if fixed:

@@ -225,3 +225,5 @@ def test_simulation_with_dp_ftrl(tmp_path: Path) -> None:
         accountant.compose(dp_accounting.SingleEpochTreeAggregationDpEvent(0.05, steps))
     assert record["privacy"]["epsilon"]["rdp"] == pytest.approx(accountant.get_epsilon(1e-5), rel=1e-9)
     assert record["test_metrics"]["accuracy"] > 0.3
+    report = (run_dir / "privacy_report.md").read_text()
+    assert "tree aggregation (DP-FTRL)" in report and "Poisson" not in report
