@@ -103,8 +103,14 @@ class TreeDP(ClientLevelDP):
         self._query, self._query_state = None, None
 
     def next_sampling(self) -> TreeAggregation:
-        """The tree the next release will belong to."""
-        return TreeAggregation(self.tree + 1 if self.steps_in_tree >= self.restart_rounds else self.tree)
+        """The costliest tree the next release may belong to (for the budget check).
+
+        The next round may start a new tree (on schedule, or early when every available client has taken
+        part, which depends on who is connected then). A new tree's first step costs a full node
+        (``alpha / (2 z^2)``); one more step in the current tree costs that or nothing. So the budget check
+        assumes a new tree unless the current one is still empty: it may stop a round early, never late.
+        """
+        return TreeAggregation(self.tree + 1 if self.steps_in_tree > 0 else self.tree)
 
     def charge_sampling(self) -> TreeAggregation:
         return TreeAggregation(self.tree)
