@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|")
     for name, z, eps, accs, secs in rows:
         per_seed = ", ".join(f"{a:.3f}" for a in accs)
-        print(f"| {name} | {z:g} | {eps:.2f} | {statistics.median(accs):.3f} | {per_seed} | {secs:.2f} |")
+        print(f"| {name} | {z:.4f} | {eps:.3f} | {statistics.median(accs):.3f} | {per_seed} | {secs:.2f} |")
     return 0
 
 
