@@ -22,6 +22,8 @@ TF_FREE = (
     "sampling_math",
     "mechanism",
     "randomness",
+    "discrete_gaussian",
+    "distributed_dp",
 )
 ENGINE = ("dpsgd", "taps", "per_example", "recurrent", "vectorized", "batches")
 
