@@ -142,6 +142,20 @@ def cmd_simulate(args: argparse.Namespace, *, base: dict[str, Any] | None = None
         + f" -> {config.run_dir}",
         file=sys.stderr,
     )
+    record_path = Path(str(config.run_dir)) / "run.json"
+    if getattr(args, "backend", "flower") == "tff":
+        from fedmodel.federated.tff_backend import check_tff, run_tff
+
+        check_tff(config)
+        print("running on tensorflow-federated (one process; TFF starts its worker_binary)...", file=sys.stderr)
+        try:
+            with contextlib.redirect_stdout(sys.stderr):
+                run_tff(config, run_dir=Path(str(config.run_dir)))
+        except KeyboardInterrupt:
+            print("fedmodel: interrupted; the last finished round is kept, run the same command to resume",
+                  file=sys.stderr)  # fmt: skip
+            return 130
+        return _simulation_result(args, config, record_path)
     from fedmodel.federated.simulate import SimulationFailed, SimulationInterrupted, ray_cpus, run_simulation
 
     print(
@@ -150,7 +164,6 @@ def cmd_simulate(args: argparse.Namespace, *, base: dict[str, Any] | None = None
         file=sys.stderr,
         flush=True,
     )
-    record_path = Path(str(config.run_dir)) / "run.json"
     # The server prints each round to stderr as it ends; whatever else the apps, Flower or Ray print goes there
     # too, so that stdout holds only the result (JSON with --format json).
     try:
@@ -170,6 +183,11 @@ def cmd_simulate(args: argparse.Namespace, *, base: dict[str, Any] | None = None
         if not (saved.get("status") == "failed" or saved.get("failed_rounds")):  # those are reported below
             print(f"fedmodel: error: {err} (see the log above)", file=sys.stderr)
             return 1
+    return _simulation_result(args, config, record_path)
+
+
+def _simulation_result(args: argparse.Namespace, config: Any, record_path: Path) -> int:
+    """Print a finished simulation's result from its run.json; the exit status."""
     if not record_path.is_file():
         print("fedmodel: error: the simulation ended without a result (see the log above)", file=sys.stderr)
         return 1
@@ -538,6 +556,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
     p.add_argument("--run-dir", help="output directory; an existing run directory is resumed")
     p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument(
+        "--backend",
+        choices=("flower", "tff"),
+        default="flower",
+        help="flower (default: Flower's simulation engine) or tff (tensorflow-federated, FedAvg/FedProx/FedOpt "
+        "without DP; the same run directory)",
+    )
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("demo", help="DP-FedAvg on the embedded digits with non-IID clients (a few minutes)")

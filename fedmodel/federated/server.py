@@ -85,6 +85,7 @@ class ServerState:
     failed_rounds: list[int] = dataclasses.field(default_factory=list)
     final_metrics: dict[str, Any] | None = None
     audit: dict[str, Any] | None = None
+    backend: str = "flower"
     seen: dict[str, set[str]] = dataclasses.field(default_factory=lambda: {"records": set(), "metrics": set()})
 
 
@@ -727,6 +728,7 @@ def write_summary(run_dir: Path, config: FederatedConfig, state: ServerState, *,
         run_dir / "run.json",
         {
             "kind": "federated",
+            "backend": state.backend,
             "config": config.to_dict(),
             "rounds_run": state.round,
             "rounds": state.history,

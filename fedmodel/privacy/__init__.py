@@ -15,8 +15,8 @@ Modules: ``accounting`` (events -> epsilon; ``gaussian``, its closed-form Gaussi
 (the ``fedmodel budget`` command), ``dp_plan``, ``config`` and ``sampling_math`` (settings and their
 arithmetic), ``mechanism`` (the Gaussian mechanism and its event), ``randomness`` (OS-entropy noise
 sources), ``discrete_gaussian`` and ``distributed_dp`` (the discrete Gaussian and the distributed discrete
-Gaussian mechanism of secure aggregation). None of these imports TensorFlow (``tests/privacy/test_layout.py`` checks it); the TensorFlow
-DP-SGD engine is the subpackage :mod:`fedmodel.privacy.engine`. This package imports no submodule;
-import the ones you need (``from fedmodel.privacy.ledger import PrivacyLedger``).
+Gaussian mechanism of secure aggregation). None of these imports TensorFlow (``tests/privacy/test_layout.py``
+checks it); the TensorFlow DP-SGD engine is the subpackage :mod:`fedmodel.privacy.engine`. This package
+imports no submodule; import the ones you need (``from fedmodel.privacy.ledger import PrivacyLedger``).
 See ``docs/privacy.md``.
 """
