@@ -275,7 +275,7 @@ def save_state(run_dir: Path, state: ServerState) -> None:
         state.ledger.save(run_dir)
 
 
-def _budget_allows(config: FederatedConfig, state: ServerState) -> bool:
+def budget_allows(config: FederatedConfig, state: ServerState) -> bool:
     strategy = state.strategy
     if state.ledger is None or config.target_epsilon is None or not isinstance(strategy, ClientLevelDP):
         return True
@@ -392,7 +392,7 @@ def run_server(
     keep_diagnostics = not config.dp_outputs_only
     round_config = spec.to_config()
     for rnd in range(state.round + 1, config.rounds + 1):
-        if not _budget_allows(config, state):  # 1.
+        if not budget_allows(config, state):  # 1.
             state.stop_reason = (
                 f"stopped before round {rnd}: it would exceed target epsilon {config.target_epsilon} "
                 f"at delta {config.delta}"

@@ -11,8 +11,16 @@ Batch order: a Flower client shuffles each epoch with ``stateless_shuffle(seed=[
 round)) mod 2^31, epoch])`` (:class:`~fedmodel.federated.local.LocalTrainer`); :func:`client_dataset` builds
 the same batches as a ``tf.data`` pipeline (no Python generator: TFF's C++ runtime cannot run one).
 
-Not on this backend yet (refused with a message): client-level DP and DP-FTRL through TFF's DP aggregators,
-local DP, secure aggregation, robust aggregation, simulated attacks, canary audits and fault injection.
+Client-level DP (DP-FedAvg) runs through TFF's own ``DifferentiallyPrivateFactory.gaussian_fixed`` (clip each
+update, Gaussian noise once on the sum, divide by ``clients-per-round``) with TFF's unweighted FedAvg/FedProx;
+fedmodel samples the clients itself (Poisson or fixed-size, OS entropy) and records every round in the same
+ledger as the Flower path, so equal settings give equal epsilon. TFF draws that noise with TensorFlow's
+unseeded random ops inside its C++ runtime: fresh per run and per round (tested), not following ``--seed``,
+but not fedmodel's OS-entropy generator nor its four-draw floating-point mitigation (docs/privacy.md).
+
+Not on this backend yet (refused with a message): adaptive clipping, DP-FTRL (TFF's tree aggregation
+factory), local DP, secure aggregation, robust aggregation, simulated attacks, canary audits and fault
+injection.
 
 TensorFlow Federated is imported here only, and only when this backend runs. It starts a ``worker_binary``
 child process; :func:`run_tff` stops every child it started when the run ends, also on error or Ctrl-C.
@@ -42,9 +50,9 @@ def check_tff(config: FederatedConfig) -> None:
     problems = []
     if config.strategy not in SUPPORTED:
         problems.append(f"strategy {config.strategy!r} (use one of {', '.join(SUPPORTED)})")
-    if config.client_dp:
-        problems.append("client-level DP (dp-noise; TFF's DP aggregators are not wired in yet)")
     for name, on in (
+        ("dp-adaptive", config.dp_adaptive),
+        ("dp-ftrl", config.dp_ftrl),
         ("local-dp-noise", config.local_dp_noise is not None),
         ("secure-aggregation", config.secure_aggregation),
         ("norm-bound", config.norm_bound is not None),
@@ -87,6 +95,7 @@ def _optimizer(tff: Any, name: str, lr: float) -> Any:
 
 
 def _process(tff: Any, config: FederatedConfig, model_fn: Any) -> Any:
+    """TFF's learning process; with client-level DP the unweighted variant with TFF's Gaussian DP aggregator."""
     client = _optimizer(tff, config.client_optimizer, config.client_lr)
     opts = tff.learning.optimizers
     server = {
@@ -94,16 +103,33 @@ def _process(tff: Any, config: FederatedConfig, model_fn: Any) -> Any:
         "fedyogi": lambda: opts.build_yogi(learning_rate=config.server_lr),
         "fedadagrad": lambda: opts.build_adagrad(learning_rate=config.server_lr),
     }.get(config.strategy, lambda: opts.build_sgdm(learning_rate=config.server_lr))()
+    algorithms = tff.learning.algorithms
+    if config.client_dp:
+        assert config.dp_noise is not None
+        # clip each update to dp-clip, sum, add N(0, (z C)^2) once, divide by clients-per-round (the expected
+        # cohort, as the Flower path's ClientLevelDP does)
+        dp = tff.aggregators.DifferentiallyPrivateFactory.gaussian_fixed(
+            noise_multiplier=config.dp_noise, clients_per_round=config.clients_per_round, clip=config.dp_clip
+        )
+        if config.strategy == "fedprox":
+            return algorithms.build_unweighted_fed_prox(
+                model_fn,
+                proximal_strength=config.proximal_mu,
+                client_optimizer_fn=client,
+                server_optimizer_fn=server,
+                model_aggregator=dp,
+            )
+        return algorithms.build_unweighted_fed_avg(
+            model_fn, client_optimizer_fn=client, server_optimizer_fn=server, model_aggregator=dp
+        )
     if config.strategy == "fedprox":
-        return tff.learning.algorithms.build_weighted_fed_prox(
+        return algorithms.build_weighted_fed_prox(
             model_fn,
             proximal_strength=config.proximal_mu,
             client_optimizer_fn=client,
             server_optimizer_fn=server,
         )
-    return tff.learning.algorithms.build_weighted_fed_avg(
-        model_fn, client_optimizer_fn=client, server_optimizer_fn=server
-    )
+    return algorithms.build_weighted_fed_avg(model_fn, client_optimizer_fn=client, server_optimizer_fn=server)
 
 
 def run_tff(config: FederatedConfig, *, run_dir: Path, stream: TextIO | None = None) -> Any:
@@ -123,10 +149,20 @@ def _run(config: FederatedConfig, run_dir: Path, out: TextIO) -> Any:
     import tensorflow_federated as tff
 
     from fedmodel import zoo
+    from fedmodel.federated.client_sampling import sample_clients
+    from fedmodel.federated.dp_strategy import ClientLevelDP
     from fedmodel.federated.local import TrainerKey, trainer_for
     from fedmodel.federated.report import write_report
-    from fedmodel.federated.server import load_state, new_state, save_state, write_summary
+    from fedmodel.federated.server import (
+        BUDGET_ACCOUNTANT,
+        budget_allows,
+        load_state,
+        new_state,
+        save_state,
+        write_summary,
+    )
     from fedmodel.federated.shards import dataset_for
+    from fedmodel.privacy import randomness
 
     data = dataset_for(config)
     info = data.info
@@ -158,15 +194,30 @@ def _run(config: FederatedConfig, run_dir: Path, out: TextIO) -> Any:
     state.backend = "tff"
     tff_state = process.set_model_weights(tff_state, _model_weights(tff, evaluator.model, state.weights))
     print(f"TFF {tff.__version__}: process built in {time.perf_counter() - start:.1f} s", file=out, flush=True)
+    strategy = state.strategy
     for rnd in range(state.round + 1, config.rounds + 1):
+        if not budget_allows(config, state):
+            state.stop_reason = (
+                f"stopped before round {rnd}: it would exceed target epsilon {config.target_epsilon} "
+                f"at delta {config.delta}"
+            )
+            print(state.stop_reason, file=out)
+            break
         began = time.perf_counter()
-        chosen = _clients(config, rnd)
+        if isinstance(strategy, ClientLevelDP):  # as the accountant assumes, from OS entropy
+            chosen = sample_clients(range(config.num_clients), strategy.config.sampling, rng=randomness.numpy_rng())
+        else:
+            chosen = _clients(config, rnd)
         result = process.next(tff_state, [client_dataset(config, p, rnd) for p in chosen])
+        if state.ledger is not None and isinstance(strategy, ClientLevelDP):
+            state.ledger.record_release(strategy.config.round_event(), strategy.config.sampling, epoch=rnd)
         tff_state = result.state
         process.get_model_weights(tff_state).assign_weights_to(evaluator.model)
         weights = [w.copy() for w in evaluator.model.get_weights()]
         central = evaluator.evaluate(weights, data.x_test, data.y_test, task=info.task, detailed=False)
         row = {"round": rnd, "loss": central["loss"], "accuracy": central["accuracy"], "sampled": len(chosen)}
+        if state.ledger is not None:
+            row["epsilon"] = state.ledger.epsilon(config.delta, BUDGET_ACCOUNTANT)
         train = dict(result.metrics["client_work"]["train"])
         diag = {
             "round": rnd,
@@ -181,8 +232,9 @@ def _run(config: FederatedConfig, run_dir: Path, out: TextIO) -> Any:
         state.round, state.weights = rnd, weights
         save_state(run_dir, state)
         write_summary(run_dir, config, state, final=False)
+        eps = f"  epsilon {row['epsilon']:.4f}" if "epsilon" in row else ""
         print(
-            f"round {rnd:>3}  loss {row['loss']:.4f}  accuracy {row['accuracy']:.4f}  sampled {len(chosen)}  "
+            f"round {rnd:>3}  loss {row['loss']:.4f}  accuracy {row['accuracy']:.4f}{eps}  sampled {len(chosen)}  "
             f"| not DP: train_loss {diag['train_loss']:.4f}  seconds {diag['seconds']:.4f}",
             file=out,
             flush=True,

@@ -15,7 +15,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from fedmodel.errors import ConfigError
 from fedmodel.federated.config import FederatedConfig
 from fedmodel.federated.ftrl import TreeDP
-from fedmodel.federated.server import _budget_allows, new_state
+from fedmodel.federated.server import budget_allows, new_state
 from fedmodel.federated.strategies import make_strategy
 from fedmodel.privacy.accounting import TreeAggregation
 
@@ -154,7 +154,7 @@ def test_budget_is_enforced_fail_closed_across_trees() -> None:
     assert isinstance(strategy, TreeDP) and state.ledger is not None
     grid = Grid(list(range(10)))
     rounds = 0
-    while _budget_allows(config, state):
+    while budget_allows(config, state):
         rounds += 1
         list(strategy.configure_train(rounds, _record([np.zeros(s) for s in SHAPES]), ConfigRecord({}), grid))  # type: ignore[arg-type]
         strategy.aggregate_train(rounds, [])

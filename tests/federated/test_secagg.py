@@ -261,7 +261,7 @@ def test_simulation_with_secure_aggregation(tmp_path: Path) -> None:
 
 
 def test_the_budget_stops_secure_rounds_before_target_epsilon() -> None:
-    from fedmodel.federated.server import _budget_allows, cohort_sampling, new_state
+    from fedmodel.federated.server import budget_allows, cohort_sampling, new_state
 
     config = _config(dp_noise=1.0, target_epsilon=20.0, delta=1e-3)
     weights = [np.zeros(s, np.float32) for s in SHAPES]
@@ -269,7 +269,7 @@ def test_the_budget_stops_secure_rounds_before_target_epsilon() -> None:
     assert state.ledger is not None
     mech = mechanism_for(config, DIM)
     rounds = 0
-    while _budget_allows(config, state):
+    while budget_allows(config, state):
         state.ledger.record_release(mech.event(), cohort_sampling(config), epoch=rounds + 1)
         rounds += 1
     assert rounds >= 1

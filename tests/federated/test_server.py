@@ -11,7 +11,7 @@ from dp_accounting.privacy_accountant import NeighboringRelation
 
 from fedmodel.federated.config import FederatedConfig
 from fedmodel.federated.dp_strategy import ClientLevelDP
-from fedmodel.federated.server import _budget_allows, new_state, privacy_record
+from fedmodel.federated.server import budget_allows, new_state, privacy_record
 from fedmodel.privacy.accounting import PoissonSampling, dp_event, epsilon
 
 
@@ -20,7 +20,7 @@ def test_budget_check_stops_before_the_round_that_would_exceed_the_target() -> N
     state = new_state(config, [np.zeros(3)])
     assert state.ledger is not None and state.ledger.unit == "client" and state.ledger.sampling == "poisson"
     rounds = 0
-    while _budget_allows(config, state):
+    while budget_allows(config, state):
         state.ledger.record_release(GaussianDpEvent(1.0), PoissonSampling(0.5), epoch=rounds + 1)
         rounds += 1
         assert rounds < 1000
@@ -35,7 +35,7 @@ def test_budget_check_stops_before_the_round_that_would_exceed_the_target() -> N
 def test_runs_without_client_dp_have_no_ledger_and_no_budget() -> None:
     state = new_state(FederatedConfig(num_clients=4, clients_per_round=2), [np.zeros(3)])
     assert state.ledger is None
-    assert _budget_allows(FederatedConfig(num_clients=4, clients_per_round=2), state)
+    assert budget_allows(FederatedConfig(num_clients=4, clients_per_round=2), state)
 
 
 def _one_release(config: FederatedConfig) -> list[np.ndarray]:

@@ -132,9 +132,40 @@ def test_ctrl_c_stops_tff_and_its_worker(tmp_path: Path) -> None:
     assert record["rounds_run"] >= 2  # finished rounds are kept; the same command resumes
 
 
+@pytest.mark.slow
+def test_dp_on_tff_charges_the_same_ledger_as_flower_and_draws_fresh_noise(tmp_path: Path) -> None:
+    import dp_accounting
+
+    from fedmodel.privacy import accounting
+    from fedmodel.privacy.accounting import FixedSizeSampling
+
+    dp = {"dp-noise": 0.8, "dp-clip": 1.0, "client-sampling": "fixed-size", "delta": 1e-3, "rounds": 2}
+    weights = []
+    start = time.time()
+    for name in ("a", "b"):  # same seed, every client every round: only the noise can differ
+        run_dir = tmp_path / name
+        proc = subprocess.run(
+            _command(run_dir, **dp), capture_output=True, text=True, timeout=900, cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        with np.load(run_dir / "weights.npz") as saved:
+            weights.append(saved["arr_0"])
+    assert _workers_since(start) == []
+    assert not np.allclose(weights[0], weights[1], atol=1e-3)  # fresh noise per run, not --seed
+    record = json.loads((tmp_path / "a" / "run.json").read_text())
+    # what the Flower path's ledger charges for the same settings (fixed-size 4 of 4, replace-one)
+    event = accounting.steps_event(dp_accounting.GaussianDpEvent(0.8), FixedSizeSampling(4, 4), steps=2)
+    expected = accounting.epsilon(event, delta=1e-3, accountant="rdp")
+    assert record["privacy"]["epsilon"]["rdp"] == pytest.approx(expected, rel=1e-12)
+    assert [r["epsilon"] for r in record["rounds"]][-1] == pytest.approx(expected, rel=1e-12)
+    ledger = json.loads((tmp_path / "a" / "privacy_ledger.json").read_text())
+    assert sum(e["count"] for e in ledger["entries"]) == 2
+
+
 def test_the_tff_backend_refuses_what_it_does_not_run() -> None:
-    with pytest.raises(ConfigError, match="the tff backend does not run: client-level DP"):
-        check_tff(FederatedConfig(dp_noise=1.0))
+    with pytest.raises(ConfigError, match="the tff backend does not run: dp-adaptive"):
+        check_tff(FederatedConfig(dp_noise=1.0, dp_adaptive=True))
     with pytest.raises(ConfigError, match=r"strategy 'krum'.*attack"):
         check_tff(FederatedConfig(strategy="krum", attack="scale", attack_fraction=0.2))
     check_tff(FederatedConfig(strategy="fedadam"))
