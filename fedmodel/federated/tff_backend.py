@@ -18,9 +18,11 @@ ledger as the Flower path, so equal settings give equal epsilon. TFF draws that 
 unseeded random ops inside its C++ runtime: fresh per run and per round (tested), not following ``--seed``,
 but not fedmodel's OS-entropy generator nor its four-draw floating-point mitigation (docs/privacy.md).
 
-Not on this backend yet (refused with a message): adaptive clipping, DP-FTRL (TFF's tree aggregation
-factory), local DP, secure aggregation, robust aggregation, simulated attacks, canary audits and fault
-injection.
+DP-FTRL runs through tensorflow-privacy's tree query inside TFF's ``DifferentiallyPrivateFactory``, restarted on
+a fixed period (:func:`_tree_factory`), with the Flower path's participation rule and ledger.
+
+Not on this backend yet (refused with a message): adaptive clipping, local DP, secure aggregation, robust
+aggregation, simulated attacks, canary audits and fault injection.
 
 TensorFlow Federated is imported here only, and only when this backend runs. It starts a ``worker_binary``
 child process; :func:`run_tff` stops every child it started when the run ends, also on error or Ctrl-C.
@@ -31,6 +33,7 @@ process first and fedmodel's evaluator after it.
 from __future__ import annotations
 
 import contextlib
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -52,7 +55,11 @@ def check_tff(config: FederatedConfig) -> None:
         problems.append(f"strategy {config.strategy!r} (use one of {', '.join(SUPPORTED)})")
     for name, on in (
         ("dp-adaptive", config.dp_adaptive),
-        ("dp-ftrl", config.dp_ftrl),
+        (
+            "ftrl-restart-rounds above num-clients // clients-per-round (TFF restarts trees on a fixed period, "
+            "so every tree must fit in one pass over the clients)",
+            config.dp_ftrl and config.ftrl_rounds_per_tree > max(1, config.num_clients // config.clients_per_round),
+        ),
         ("local-dp-noise", config.local_dp_noise is not None),
         ("secure-aggregation", config.secure_aggregation),
         ("norm-bound", config.norm_bound is not None),
@@ -94,7 +101,28 @@ def _optimizer(tff: Any, name: str, lr: float) -> Any:
     return tff.learning.optimizers.build_adam(learning_rate=lr)
 
 
-def _process(tff: Any, config: FederatedConfig, model_fn: Any) -> Any:
+def _tree_factory(tff: Any, config: FederatedConfig, shapes: list[tuple[int, ...]]) -> Any:
+    """DP-FTRL's aggregator: tensorflow-privacy's tree query, restarted every ``ftrl_rounds_per_tree`` rounds.
+
+    TFF's ``DifferentiallyPrivateFactory.tree_aggregation`` never restarts and, without a seed, seeds its noise
+    from the time of day; here the tree query gets a 63-bit seed from OS entropy (held only in the process's
+    in-memory state) and a periodic restart, whose reset keeps the noise generator running (fresh nodes).
+    """
+    import tensorflow as tf
+    import tensorflow_privacy as tfp
+    from tensorflow_privacy.privacy.dp_query.restart_query import PeriodicRoundRestartIndicator, RestartQuery
+
+    assert config.dp_noise is not None
+    specs = [tf.TensorSpec(shape, tf.float32) for shape in shapes]
+    tree = tfp.TreeResidualSumQuery.build_l2_gaussian_query(
+        config.dp_clip, config.dp_noise, specs, noise_seed=secrets.randbits(63), use_efficient=False
+    )
+    restarting = RestartQuery(tree, PeriodicRoundRestartIndicator(period=config.ftrl_rounds_per_tree))
+    query = tfp.NormalizedQuery(restarting, denominator=float(config.clients_per_round))
+    return tff.aggregators.DifferentiallyPrivateFactory(query)
+
+
+def _process(tff: Any, config: FederatedConfig, model_fn: Any, shapes: list[tuple[int, ...]]) -> Any:
     """TFF's learning process; with client-level DP the unweighted variant with TFF's Gaussian DP aggregator."""
     client = _optimizer(tff, config.client_optimizer, config.client_lr)
     opts = tff.learning.optimizers
@@ -108,8 +136,12 @@ def _process(tff: Any, config: FederatedConfig, model_fn: Any) -> Any:
         assert config.dp_noise is not None
         # clip each update to dp-clip, sum, add N(0, (z C)^2) once, divide by clients-per-round (the expected
         # cohort, as the Flower path's ClientLevelDP does)
-        dp = tff.aggregators.DifferentiallyPrivateFactory.gaussian_fixed(
-            noise_multiplier=config.dp_noise, clients_per_round=config.clients_per_round, clip=config.dp_clip
+        dp = (
+            _tree_factory(tff, config, shapes)
+            if config.dp_ftrl
+            else tff.aggregators.DifferentiallyPrivateFactory.gaussian_fixed(
+                noise_multiplier=config.dp_noise, clients_per_round=config.clients_per_round, clip=config.dp_clip
+            )
         )
         if config.strategy == "fedprox":
             return algorithms.build_unweighted_fed_prox(
@@ -151,6 +183,7 @@ def _run(config: FederatedConfig, run_dir: Path, out: TextIO) -> Any:
     from fedmodel import zoo
     from fedmodel.federated.client_sampling import sample_clients
     from fedmodel.federated.dp_strategy import ClientLevelDP
+    from fedmodel.federated.ftrl import TreeDP
     from fedmodel.federated.local import TrainerKey, trainer_for
     from fedmodel.federated.report import write_report
     from fedmodel.federated.server import (
@@ -180,7 +213,13 @@ def _run(config: FederatedConfig, run_dir: Path, out: TextIO) -> Any:
         )
 
     start = time.perf_counter()
-    process = _process(tff, config, model_fn)
+    # the trainable weights' shapes, for the tree query (a throwaway model: never used after TFF's build)
+    probe = zoo.build_model(
+        config.model, input_shape=info.input_shape, num_classes=info.num_classes, seed=config.seed, **config.hparams
+    )
+    shapes = [tuple(int(d) for d in v.shape) for v in probe.trainable_weights]
+    del probe
+    process = _process(tff, config, model_fn, shapes)
     tff_state = process.initialize()
     # fedmodel's evaluator only now: building TFF's process invalidates Keras models made before it
     evaluator = trainer_for(
@@ -204,13 +243,16 @@ def _run(config: FederatedConfig, run_dir: Path, out: TextIO) -> Any:
             print(state.stop_reason, file=out)
             break
         began = time.perf_counter()
-        if isinstance(strategy, ClientLevelDP):  # as the accountant assumes, from OS entropy
+        if isinstance(strategy, TreeDP):  # each client at most once per tree, trees on TFF's fixed period
+            chosen = strategy.sample_nodes(_Partitions(config.num_clients))  # type: ignore[arg-type]
+            strategy.steps_in_tree += 1
+        elif isinstance(strategy, ClientLevelDP):  # as the accountant assumes, from OS entropy
             chosen = sample_clients(range(config.num_clients), strategy.config.sampling, rng=randomness.numpy_rng())
         else:
             chosen = _clients(config, rnd)
         result = process.next(tff_state, [client_dataset(config, p, rnd) for p in chosen])
         if state.ledger is not None and isinstance(strategy, ClientLevelDP):
-            state.ledger.record_release(strategy.config.round_event(), strategy.config.sampling, epoch=rnd)
+            state.ledger.record_release(strategy.config.round_event(), strategy.charge_sampling(), epoch=rnd)
         tff_state = result.state
         process.get_model_weights(tff_state).assign_weights_to(evaluator.model)
         weights = [w.copy() for w in evaluator.model.get_weights()]
@@ -243,6 +285,16 @@ def _run(config: FederatedConfig, run_dir: Path, out: TextIO) -> Any:
     write_summary(run_dir, config, state)
     write_report(run_dir)
     return state
+
+
+class _Partitions:
+    """The simulated clients as a Grid's node ids (for DP-FTRL's participation rule)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def get_node_ids(self) -> list[int]:
+        return list(range(self.n))
 
 
 def _clients(config: FederatedConfig, server_round: int) -> list[int]:

@@ -163,12 +163,38 @@ def test_dp_on_tff_charges_the_same_ledger_as_flower_and_draws_fresh_noise(tmp_p
     assert sum(e["count"] for e in ledger["entries"]) == 2
 
 
+@pytest.mark.slow
+def test_dp_ftrl_on_tff_restarts_trees_as_the_flower_path_accounts_them(tmp_path: Path) -> None:
+    import dp_accounting
+
+    settings = {"dp-noise": 0.5, "dp-ftrl": "true", "clients-per-round": 2, "rounds": 4, "delta": 1e-3}
+    run_dir = tmp_path / "run"
+    start = time.time()
+    proc = subprocess.run(
+        _command(run_dir, **settings), capture_output=True, text=True, timeout=900, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert _workers_since(start) == []
+    ledger = json.loads((run_dir / "privacy_ledger.json").read_text())
+    assert [e["sampling"] for e in ledger["entries"]] == [{"kind": "tree", "tree": t} for t in (0, 0, 1, 1)]
+    accountant = dp_accounting.rdp.RdpAccountant(neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_SPECIAL)
+    accountant.compose(dp_accounting.SingleEpochTreeAggregationDpEvent(0.5, 2), 2)  # 4 // 2 = 2 rounds per tree
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["privacy"]["epsilon"]["rdp"] == pytest.approx(accountant.get_epsilon(1e-3), rel=1e-9)
+    assert record["privacy"]["sampling"] == "tree"
+
+
 def test_the_tff_backend_refuses_what_it_does_not_run() -> None:
     with pytest.raises(ConfigError, match="the tff backend does not run: dp-adaptive"):
         check_tff(FederatedConfig(dp_noise=1.0, dp_adaptive=True))
     with pytest.raises(ConfigError, match=r"strategy 'krum'.*attack"):
         check_tff(FederatedConfig(strategy="krum", attack="scale", attack_fraction=0.2))
     check_tff(FederatedConfig(strategy="fedadam"))
+    with pytest.raises(ConfigError, match="ftrl-restart-rounds above"):  # TFF's trees restart on a fixed period
+        check_tff(
+            FederatedConfig(dp_noise=1.0, dp_ftrl=True, num_clients=10, clients_per_round=5, ftrl_restart_rounds=3)
+        )
 
 
 def test_tensorflow_federated_is_imported_only_by_its_backend() -> None:
