@@ -300,7 +300,12 @@ def test_ctrl_c_stops_the_trial_and_its_processes_and_the_same_command_resumes(t
         return args
 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(command(50), cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # a shell's background job starts with SIGINT ignored, which Python keeps: give the trial the default
+    # disposition, as a terminal's foreground process has
+    reset = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    proc = subprocess.Popen(
+        command(50), cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=reset
+    )
     try:
         wait_for(lambda: rounds_done(workdir / "run") >= 1, 900, "round 1")
         proc.send_signal(signal.SIGINT)  # to the trial only, as a terminal's Ctrl-C reaches its foreground process

@@ -111,9 +111,11 @@ def _initial(config: FederatedConfig) -> list[np.ndarray]:
 @pytest.mark.slow
 def test_ctrl_c_stops_tff_and_its_worker(tmp_path: Path) -> None:
     start = time.time()
+    # a shell's background job starts with SIGINT ignored, which Python keeps: the default, as in a terminal
+    reset = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
     proc = subprocess.Popen(
-        _command(tmp_path / "run", rounds=400), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        _command(tmp_path / "run", rounds=400), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, preexec_fn=reset,
     )  # fmt: skip
     try:
         assert proc.stderr is not None
