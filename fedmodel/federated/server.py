@@ -50,7 +50,8 @@ from fedmodel.federated.secagg import SecureRound, mechanism_for
 from fedmodel.federated.shards import dataset_for
 from fedmodel.federated.strategies import make_strategy
 from fedmodel.federated.weights import same_shapes
-from fedmodel.privacy.accounting import AccountantName, AccountingError, FixedSizeSampling
+from fedmodel.privacy.accounting import AccountantName, AccountingError, FixedSizeSampling, rdp_epsilon
+from fedmodel.privacy.distributed_dp import ORDERS
 from fedmodel.privacy.ledger import PrivacyLedger, remaining_steps
 from fedmodel.rundir import versions, write_json
 
@@ -665,7 +666,12 @@ def privacy_record(config: FederatedConfig, state: ServerState, *, final: bool =
 def secure_privacy_record(config: FederatedConfig, state: ServerState) -> dict[str, Any]:
     """run.json's account of a SecAgg+ run: the mechanism that ran, who saw what, how dropouts count."""
     mechanism = mechanism_for(config, dim=sum(int(np.size(w)) for w in state.weights))
-    epsilon_curve = mechanism.epsilon(state.ledger.steps, config.delta) if state.ledger and state.ledger.steps else None
+    # the full Proposition 14 curve of the rounds that released, each with the noise shares it actually had
+    released = [r for r in state.history if not r.get("failed") and r.get("survivors")]
+    epsilon_curve = None
+    if released:
+        total = sum(mechanism.rdp(ORDERS, shares=int(r["survivors"]) - 1) for r in released)
+        epsilon_curve = rdp_epsilon(np.asarray(total), delta=config.delta, orders=ORDERS)
     return {
         "mechanism": "distributed discrete Gaussian (Kairouz, Liu & Steinke 2021) under SecAgg+",
         "effective_noise_multiplier": mechanism.effective_noise_multiplier() if mechanism.private else None,
