@@ -96,6 +96,18 @@ class ClientLevelDP(EvaluatePassThrough):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        current, updates, contents = self.updates_of(replies)
+        release = release_round(
+            updates, config=self.config, clip=self.clip, shapes=[a.shape for a in current], rng=self._rng
+        )
+        self.last_release = release
+        self.clip = release.next_clip
+        aggregated = self.apply_mean(server_round, release.mean_update)
+        metrics = aggregate_metricrecords(contents, "num-examples") if contents else None
+        return aggregated, metrics
+
+    def updates_of(self, replies: Iterable[Message]) -> tuple[list[np.ndarray], list[list[np.ndarray]], list[Any]]:
+        """The current weights, each usable reply's update and its content (malformed replies counted, dropped)."""
         if self.current is None:
             raise RuntimeError("configure_train must run before aggregate_train")
         current = self.current.to_numpy_ndarrays()
@@ -109,14 +121,7 @@ class ClientLevelDP(EvaluatePassThrough):
                 continue
             updates.append(delta(arrays, current))
             contents.append(reply.content)
-        release = release_round(
-            updates, config=self.config, clip=self.clip, shapes=[a.shape for a in current], rng=self._rng
-        )
-        self.last_release = release
-        self.clip = release.next_clip
-        aggregated = self.apply_mean(server_round, release.mean_update)
-        metrics = aggregate_metricrecords(contents, "num-examples") if contents else None
-        return aggregated, metrics
+        return current, updates, contents
 
     def apply_mean(self, server_round: int, mean_update: list[np.ndarray]) -> ArrayRecord | None:
         """Hand the inner strategy ``w + mean_update`` as its one reply (FedAvg keeps it; FedOpt steps to it)."""

@@ -38,7 +38,7 @@ from fedmodel.federated.client_dp import RoundRelease, client_dp_config
 from fedmodel.federated.client_sampling import SampledGrid
 from fedmodel.federated.config import FederatedConfig
 from fedmodel.federated.dp_strategy import ClientLevelDP
-from fedmodel.federated.weights import delta, global_norm, same_shapes
+from fedmodel.federated.weights import global_norm
 from fedmodel.privacy import randomness
 from fedmodel.privacy.accounting import TreeAggregation
 from fedmodel.privacy.randomness import NOISE_DRAWS
@@ -145,19 +145,7 @@ class TreeDP(ClientLevelDP):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        if self.current is None:
-            raise RuntimeError("configure_train must run before aggregate_train")
-        current = self.current.to_numpy_ndarrays()
-        updates, contents = [], []
-        for reply in replies:
-            if reply.has_error() or "arrays" not in reply.content.array_records:
-                continue
-            arrays = reply.content.array_records["arrays"].to_numpy_ndarrays()
-            if not same_shapes(arrays, current):
-                self.rejected += 1
-                continue
-            updates.append(delta(arrays, current))
-            contents.append(reply.content)
+        current, updates, contents = self.updates_of(replies)
         total = self.release(updates, [a.shape for a in current])
         self.last_release = RoundRelease(
             mean_update=[t / self.cohort for t in total],
