@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import multiprocessing
 import os
 import platform
@@ -398,6 +399,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--verbose", action="store_true", help="keep TensorFlow's logs from the measurements")
     parser.add_argument("--only", default="", help="comma-separated substrings of implementation names")
     parser.add_argument("--quick", action="store_true", help="cnn and mlp, 3 steps, 2 repeats, 2 warm-up")
+    parser.add_argument("--json", default=None, help="write the section (Markdown + data) here for the suite")
+    parser.add_argument("--plots", default=None, help="directory for dpsgd_cost.png")
+    parser.add_argument("--link-prefix", default=None, help="how the Markdown links the plot (default: --plots)")
     args = parser.parse_args(argv)
     if args.quick:
         args.models, args.steps, args.repeats, args.warmup = "cnn,mlp", 3, 2, 2
@@ -410,6 +414,60 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def summary(results: Sequence[tuple[Setting, Sequence[Row]]]) -> str:
+    """One table: each model's DP step as a multiple of its non-private Keras step, per implementation."""
+    names = [n for n in IMPLEMENTATIONS if not n.startswith("keras")]
+    lines = [
+        "| model (batch) | keras ms | " + " | ".join(names) + " |",
+        "|---|---:|" + "---:|" * len(names),
+    ]
+    for setting, rows in results:
+        by = {r.name: r for r in rows}
+        base = by.get("keras (non-private)")
+        cells = []
+        for name in names:
+            row = by.get(name)
+            ok = row is not None and row.ms is not None and base is not None and base.ms is not None
+            cells.append(f"{row.ms / base.ms:.2f}x" if ok else "-")  # type: ignore[union-attr,operator]
+        lines.append(
+            f"| {setting.model} ({setting.batch}) | {format_ms(base) if base else '-'} | " + " | ".join(cells) + " |"
+        )
+    return "\n".join(lines)
+
+
+def plot(results: Sequence[tuple[Setting, Sequence[Row]]], path: str) -> str:
+    """Grouped bars: x non-private per model and DP implementation (log scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n in IMPLEMENTATIONS if not n.startswith("keras")]
+    fig, ax = plt.subplots(figsize=(max(8.0, 1.4 * len(results) + 3), 4.5))
+    width = 0.8 / len(names)
+    for k, name in enumerate(names):
+        xs, ys = [], []
+        for i, (_, rows) in enumerate(results):
+            by = {r.name: r.ms for r in rows}
+            base, ms = by.get("keras (non-private)"), by.get(name)
+            if base and ms:
+                xs.append(i + (k - (len(names) - 1) / 2) * width)
+                ys.append(ms / base)
+        ax.bar(xs, ys, width=width, label=name)
+    ax.axhline(1.0, color="black", linewidth=1)
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(results)), [f"{s.model}\n(batch {s.batch})" for s, _ in results])
+    ax.set_ylabel("DP step time / non-private Keras step")
+    ax.set_title("DP-SGD cost per zoo model (lower is better; missing bar: skipped or failed)")
+    ax.legend(fontsize=8)
+    ax.grid(True, axis="y", which="both", alpha=0.3)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     timing = Timing(
@@ -418,20 +476,52 @@ def main(argv: Sequence[str] | None = None) -> None:
     wanted = [w.strip() for w in args.only.split(",") if w.strip()]
     names = [n for n in IMPLEMENTATIONS if n.startswith("keras") or not wanted or any(w in n for w in wanted)]
     CONTEXT.set_forkserver_preload(["tensorflow", "tensorflow_privacy", "fedmodel.zoo.registry"])
-    print(machine())
-    print(
-        f"timing: {timing.warmup} warm-up steps, then median of {timing.repeats} x {timing.steps} steps; "
-        f"timed steps capped at {timing.budget:.0f} s and each implementation at {timing.timeout:.0f} s; "
-        f"DP: clip {L2_NORM_CLIP}, noise {NOISE_MULTIPLIER}; SGD lr {LEARNING_RATE}\n",
-        flush=True,
-    )
+    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    header = [
+        machine(),
+        (
+            f"timing: {timing.warmup} warm-up steps, then median of {timing.repeats} x {timing.steps} steps; "
+            f"timed steps capped at {timing.budget:.0f} s and each implementation at {timing.timeout:.0f} s; "
+            f"DP: clip {L2_NORM_CLIP}, noise {NOISE_MULTIPLIER}; SGD lr {LEARNING_RATE}"
+        ),
+    ]
+    out = sys.stderr if args.json else sys.stdout
+    print("\n".join(header) + "\n", file=out, flush=True)
     start = time.perf_counter()
+    results: list[tuple[Setting, Sequence[Row]]] = []
     for model in args.models.split(","):
         setting = default_setting(model, batch=args.batch)
         print(f"[{setting.title()}]", file=sys.stderr, flush=True)
         rows = run_setting(setting, timing, names, quiet=not args.verbose, deadline=start + args.deadline)
-        print(table(setting, rows) + "\n", flush=True)
-    print(f"total {time.perf_counter() - start:.0f} s")
+        results.append((setting, rows))
+        print(table(setting, rows) + "\n", file=out, flush=True)
+    print(f"total {time.perf_counter() - start:.0f} s", file=out)
+    if not args.json:
+        return
+    body = [
+        "QUICK MODE: smoke run, not a measurement." if args.quick else "",
+        "; ".join(header) + ".",
+        summary(results),
+    ]
+    if args.plots:
+        png = plot(results, os.path.join(args.plots, "dpsgd_cost.png"))
+        prefix = args.link_prefix if args.link_prefix is not None else args.plots
+        body.append(f"![DP-SGD step cost per model]({prefix}/{os.path.basename(png)})")
+    body += [table(setting, rows).replace("### ", "#### ", 1) for setting, rows in results]
+    section = {
+        "section": "dpsgd",
+        "title": "DP-SGD: cost of one training step per zoo model",
+        "command": "uv run python -m simulations.bench_dpsgd" + (" --quick" if args.quick else ""),
+        "started": started,
+        "seconds": time.perf_counter() - start,
+        "markdown": "\n\n".join(b for b in body if b),
+        "data": [
+            {"setting": dataclasses.asdict(setting), "rows": [dataclasses.asdict(r) for r in rows]}
+            for setting, rows in results
+        ],
+    }
+    with open(args.json, "w") as handle:
+        json.dump(section, handle, indent=2)
 
 
 if __name__ == "__main__":

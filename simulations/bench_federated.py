@@ -72,7 +72,7 @@ import psutil
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-PARTS: tuple[str, ...] = ("central", "ours", "scale", "textbook", "tff")
+PARTS: tuple[str, ...] = ("central", "ours", "ours_tff", "scale", "textbook", "tff")
 CONTEXT = multiprocessing.get_context("spawn")
 SAMPLE_INTERVAL = 0.5
 MB = 1024 * 1024
@@ -184,10 +184,11 @@ def part_ours(settings: dict[str, Any], *, eval_repeats: int) -> dict[str, Any]:
 
     config = FederatedConfig.from_mapping(settings)
     preflight(config)
-    start = time.perf_counter()
-    run_simulation(config)
-    total = time.perf_counter() - start
     assert config.run_dir is not None
+    start = time.perf_counter()
+    with FirstRound(Path(config.run_dir)) as first:
+        run_simulation(config)
+    total = time.perf_counter() - start
     record = json.loads((Path(config.run_dir) / "run.json").read_text())
     rounds = record["rounds"]
     diagnostics = json.loads((Path(config.run_dir) / "diagnostics.json").read_text())["rounds"]  # round timing
@@ -207,7 +208,58 @@ def part_ours(settings: dict[str, Any], *, eval_repeats: int) -> dict[str, Any]:
         "accuracy": float(rounds[-1]["accuracy"]) if rounds else float("nan"),
         "eval_seconds": eval_seconds[1:],
         "total": total,
+        "first_round_at": first.at,
     }
+
+
+def part_ours_tff(settings: dict[str, Any]) -> dict[str, Any]:
+    """(a') fedmodel's TFF backend (``fedmodel simulate --backend tff``): per-round seconds from its diagnostics."""
+    from fedmodel.federated.config import FederatedConfig
+    from fedmodel.federated.tff_backend import run_tff
+
+    config = FederatedConfig.from_mapping(settings)
+    assert config.run_dir is not None
+    run_dir = Path(config.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with FirstRound(run_dir) as first:
+        state = run_tff(config, run_dir=run_dir, stream=sys.stdout)
+    return {
+        "seconds": [float(d["seconds"]) for d in state.diagnostics],
+        "accuracy": float(state.history[-1]["accuracy"]) if state.history else float("nan"),
+        "total": time.perf_counter() - start,
+        "first_round_at": first.at,
+    }
+
+
+class FirstRound:
+    """Watches a run directory's ``run.json`` and notes ``time.monotonic()`` when round 1 is recorded in it.
+
+    fedmodel rewrites ``run.json`` (atomically) after every round, so the first version with
+    ``rounds_run >= 1`` marks the end of round 1 to within the polling interval (0.05 s).
+    """
+
+    def __init__(self, run_dir: Path, *, interval: float = 0.05) -> None:
+        self.path, self.interval = run_dir / "run.json", interval
+        self.at: float | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> FirstRound:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join(timeout=5)
+
+    def _watch(self) -> None:
+        while not self._done.is_set() and self.at is None:
+            with contextlib.suppress(OSError, ValueError):
+                if json.loads(self.path.read_text()).get("rounds_run", 0) >= 1:
+                    self.at = time.monotonic()
+                    return
+            self._done.wait(self.interval)
 
 
 def part_textbook(settings: dict[str, Any]) -> dict[str, Any]:
@@ -243,6 +295,7 @@ def part_textbook(settings: dict[str, Any]) -> dict[str, Any]:
         "accuracy": clock.accuracy[rounds[-1]] if rounds else float("nan"),
         "eval_seconds": [clock.eval_seconds[r] for r in rounds],
         "total": time.perf_counter() - start,
+        "first_round_at": clock.monotonic_end.get(1),
     }
 
 
@@ -264,8 +317,7 @@ def part_tff(settings: dict[str, Any]) -> dict[str, Any]:
         ds = tf.data.Dataset.from_tensor_slices((shard.x_train, shard.y_train))
         return ds.shuffle(len(shard.x_train), seed=pid).batch(config.local_batch_size).repeat(config.local_epochs)
 
-    datasets = [client_data(pid) for pid in range(config.num_clients)]
-    spec = datasets[0].element_spec
+    spec = client_data(0).element_spec  # pipelines are built for the sampled clients only (100,000 clients)
 
     def keras_model() -> tf.keras.Model:
         return zoo.build_model(
@@ -293,41 +345,36 @@ def part_tff(settings: dict[str, Any]) -> dict[str, Any]:
     state = process.initialize()
     build = time.perf_counter() - start
     rng = np.random.default_rng(config.seed)
-    seconds = []
+    seconds: list[float] = []
+    first_round_at = None
     for _ in range(config.rounds):
         ids = rng.choice(config.num_clients, config.clients_per_round, replace=False)
+        datasets = [client_data(int(i)) for i in ids]  # untimed, as before the timed round
         begin = time.perf_counter()
-        state = process.next(state, [datasets[int(i)] for i in ids]).state
+        state = process.next(state, datasets).state
         seconds.append(time.perf_counter() - begin)
+        first_round_at = first_round_at or time.monotonic()
     model = keras_model()
     process.get_model_weights(state).assign_weights_to(model)
     logits = model.predict(data.x_test, batch_size=512, verbose=0)
     accuracy = float(np.mean(np.argmax(logits, axis=1) == data.y_test))
-    return {"seconds": seconds, "accuracy": accuracy, "build": build, "version": tff.__version__}
+    return {
+        "seconds": seconds,
+        "accuracy": accuracy,
+        "build": build,
+        "version": tff.__version__,
+        "first_round_at": first_round_at,
+    }
 
 
 PART_FUNCTIONS: dict[str, Callable[..., dict[str, Any]]] = {
     "central": part_central,
     "ours": part_ours,
+    "ours_tff": part_ours_tff,
     "scale": part_ours,
     "textbook": part_textbook,
     "tff": part_tff,
 }
-
-
-def _stop_descendants() -> list[str]:
-    """Terminate this process's descendants (TFF's worker_binary, stray Ray processes); their names."""
-    children = psutil.Process().children(recursive=True)
-    names = []
-    for child in children:
-        with contextlib.suppress(psutil.Error):
-            names.append(f"{child.name()} ({child.pid})")
-            child.terminate()
-    _, alive = psutil.wait_procs(children, timeout=5)
-    for child in alive:
-        with contextlib.suppress(psutil.Error):
-            child.kill()
-    return names
 
 
 def _child(name: str, kwargs: dict[str, Any], conn: Connection, log_path: str) -> None:
@@ -342,7 +389,9 @@ def _child(name: str, kwargs: dict[str, Any], conn: Connection, log_path: str) -
         message = {"result": PART_FUNCTIONS[name](**kwargs)}
     except BaseException:  # report any failure to the parent, which prints it
         message = {"error": traceback.format_exc()}
-    message["leftover"] = _stop_descendants()
+    from fedmodel.federated.tff_backend import stop_children  # imports neither TFF nor TensorFlow
+
+    message["leftover"] = stop_children()
     try:
         conn.send(message)
         conn.close()
@@ -437,14 +486,19 @@ class Outcome:
     peak_procs: int
     leftover: list[str]
     log: Path
+    startup: float | None = None  # seconds from launching the process to the end of round 1
 
 
-def run_part(name: str, kwargs: dict[str, Any], *, workdir: Path, timeout: float) -> Outcome:
-    """Run one part in a fresh process, sampling its tree's memory; kill it after ``timeout`` seconds."""
-    log = workdir / f"{name}.log"
+def run_part(name: str, kwargs: dict[str, Any], *, workdir: Path, timeout: float, tag: str = "") -> Outcome:
+    """Run one part in a fresh process, sampling its tree's memory; kill it after ``timeout`` seconds.
+
+    ``tag`` distinguishes the log files of repeated runs of one part (``NAME-TAG.log``).
+    """
+    log = workdir / (f"{name}-{tag}.log" if tag else f"{name}.log")
     receiver, sender = CONTEXT.Pipe(duplex=False)
     proc = CONTEXT.Process(target=_child, args=(name, kwargs, sender, str(log)), name=f"bench-{name}")
     start = time.perf_counter()
+    launched = time.monotonic()
     proc.start()
     sender.close()
     assert proc.pid is not None
@@ -475,9 +529,11 @@ def run_part(name: str, kwargs: dict[str, Any], *, workdir: Path, timeout: float
     leftover += terminate(monitor.still_running())
     if message is not None and "error" in message:
         error = f"{message['error'].strip().splitlines()[-1]} (traceback in {log})"
+    result = message.get("result") if message else None
+    first = result.get("first_round_at") if result else None
     return Outcome(
         name=name,
-        result=message.get("result") if message else None,
+        result=result,
         error=error,
         wall=wall,
         peak_rss_mb=monitor.peak_rss / MB,
@@ -485,6 +541,7 @@ def run_part(name: str, kwargs: dict[str, Any], *, workdir: Path, timeout: float
         peak_procs=monitor.peak_procs,
         leftover=leftover,
         log=log,
+        startup=first - launched if first is not None else None,
     )
 
 
@@ -524,6 +581,21 @@ def rows_for(outcomes: dict[str, Outcome]) -> list[Row]:
         rows.append(Row("(a) ours: fedmodel simulate (train + server eval)", s, "", r["seconds"][0], n, r["accuracy"]))
         rows.append(Row("(a) ours, without server eval", s - ev, f"server eval alone {ev:.3f} s"))
     failed("ours", "(a) ours: fedmodel simulate")
+    on_tff = outcomes.get("ours_tff")
+    if on_tff is not None and on_tff.result is not None:
+        r = on_tff.result
+        n = len(r["seconds"])
+        rows.append(
+            Row(
+                "(a') ours on TFF: fedmodel simulate --backend tff",
+                steady(r["seconds"]),
+                "",
+                r["seconds"][0],
+                n,
+                r["accuracy"],
+            )
+        )
+    failed("ours_tff", "(a') ours on TFF")
     book = outcomes.get("textbook")
     if book is not None and book.result is not None:
         r = book.result
@@ -612,6 +684,20 @@ def memory_table(outcomes: dict[str, Outcome], clients: dict[str, int]) -> str:
     return "\n".join(lines)
 
 
+def startup_table(outcomes: dict[str, Outcome]) -> str:
+    """Start-up (launch to end of round 1) and peak memory of every part that ran."""
+    lines = [
+        "| part | start-up s | peak RSS (MB) | peak PSS (MB) | processes | wall s |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, out in outcomes.items():
+        lines.append(
+            f"| {name} | {_num(out.startup, '.1f')} | {out.peak_rss_mb:,.0f} | {out.peak_pss_mb:,.0f} "
+            f"| {out.peak_procs} | {out.wall:.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def machine() -> str:
     return (
         f"{platform.node()}: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
@@ -638,6 +724,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds before a part is killed")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", default=None, help="run directories and logs (default: a new temp dir)")
+    parser.add_argument("--json", default=None, help="write the section (Markdown + data) here for the suite")
     args = parser.parse_args(argv)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     if unknown := skip - set(PARTS):
@@ -658,6 +745,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     rounds = {
         "ours": args.rounds,
+        "ours_tff": args.rounds,
         "scale": args.scale_rounds,
         "textbook": args.textbook_rounds or args.rounds,
         "tff": args.tff_rounds or args.rounds,
@@ -677,16 +765,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     kwargs: dict[str, dict[str, Any]] = {
         "central": {"settings": settings("central"), "repeats": args.repeats},
         "ours": {"settings": settings("ours"), "eval_repeats": args.repeats},
+        "ours_tff": {"settings": settings("ours_tff")},
         "scale": {"settings": settings("scale"), "eval_repeats": 1},
         "textbook": {"settings": settings("textbook")},
         "tff": {"settings": settings("tff")},
     }
-    print(machine())
-    print(
+    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    header = [
+        machine(),
         f"workload: {args.dataset}, 100 clients (IID), 10 per round, 5 local epochs at batch 10, SGD 0.1, "
-        f"MLP (200, 200); started {time.strftime('%Y-%m-%d %H:%M:%S')}; logs in {workdir}\n",
-        flush=True,
-    )
+        f"MLP (200, 200); started {started}; logs in {workdir}\n",
+    ]
+    print("\n".join(header), file=sys.stderr if args.json else sys.stdout, flush=True)
     outcomes: dict[str, Outcome] = {}
     start = time.perf_counter()
     for name in PARTS:
@@ -698,28 +788,50 @@ def main(argv: Sequence[str] | None = None) -> None:
         status = "ok" if out.result is not None else f"FAILED: {out.error}"
         print(f"[{name}] {status} ({out.wall:.0f} s)", file=sys.stderr, flush=True)
     rows = rows_for(outcomes)
+    report: list[str] = []
+    emit = report.append
     limit = next((r.seconds for r in rows if r.label.startswith("(d) central")), None)
-    print(speed_table(rows, limit))
-    print("x limit: seconds per round / seconds of the (d) Keras model.fit row.\n")
+    emit(speed_table(rows, limit))
+    emit("x limit: seconds per round / seconds of the (d) Keras model.fit row.\n")
     ours = next((r.seconds for r in rows if r.label.startswith("(a) ours: ")), None)
     ours_train = next((r.seconds for r in rows if r.label.startswith("(a) ours, without")), None)
     tff = next((r.seconds for r in rows if r.label.startswith("(c) TFF")), None)
     if ours is not None and tff is not None and ours_train is not None:
-        print(
+        emit(
             f"ours vs TFF: {ours / tff:.2f}x TFF's seconds per round "
             f"({ours_train / tff:.2f}x without our server eval, which TFF's rounds do not include)\n"
         )
-    print(detail_table(rows) + "\n")
+    emit(detail_table(rows) + "\n")
+    emit(startup_table(outcomes) + "\n")
+    emit(
+        "Start-up: seconds from launching the part's process to the end of its round 1 (imports, data, Ray or TFF "
+        "start, tracing, round 1). Memory: peak RSS and PSS summed over the part's process tree."
+    )
     if "ours" in outcomes or "scale" in outcomes:
-        print(memory_table(outcomes, clients) + "\n")
-        print("RSS and PSS summed over the simulation's process tree (driver, Ray GCS/raylet/workers), 0.5 s samples.")
+        emit(memory_table(outcomes, clients) + "\n")
+        emit("RSS and PSS summed over the simulation's process tree (driver, Ray GCS/raylet/workers), 0.5 s samples.")
     for name in ("textbook", "tff"):
         if name in outcomes and rounds[name] != args.rounds:
-            print(f"note: {name} ran {rounds[name]} rounds instead of {args.rounds}")
+            emit(f"note: {name} ran {rounds[name]} rounds instead of {args.rounds}")
     for out in outcomes.values():
         if out.leftover:
-            print(f"note: {out.name} left processes behind, terminated: {', '.join(out.leftover)}")
-    print(f"total {time.perf_counter() - start:.0f} s; logs and run directories in {workdir}")
+            emit(f"note: {out.name} left processes behind, terminated: {', '.join(out.leftover)}")
+    emit(f"total {time.perf_counter() - start:.0f} s; logs and run directories in {workdir}")
+    if not args.json:
+        print("\n".join(report))
+        return
+    section = {
+        "section": "rounds",
+        "title": f"Seconds per round on {args.dataset}: McMahan et al.'s FedAvg workload, five implementations",
+        "command": "uv run python -m simulations.bench_federated --skip scale" + (" --quick" if args.quick else ""),
+        "started": started,
+        "seconds": time.perf_counter() - start,
+        "markdown": "\n\n".join(
+            ["QUICK MODE: smoke run, not a measurement.\n" if args.quick else "", *header, *report]
+        ),
+        "data": {name: dataclasses.asdict(out) | {"log": str(out.log)} for name, out in outcomes.items()},
+    }
+    Path(args.json).write_text(json.dumps(section, indent=2, default=str))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ class RoundClock:
     eval_end: dict[int, float] = dataclasses.field(default_factory=dict)
     eval_seconds: dict[int, float] = dataclasses.field(default_factory=dict)
     accuracy: dict[int, float] = dataclasses.field(default_factory=dict)
+    monotonic_end: dict[int, float] = dataclasses.field(default_factory=dict)  # time.monotonic(), across processes
 
     def round_seconds(self) -> list[float]:
         """Seconds of rounds 1.. (train + aggregate + centralized evaluation), from consecutive marks."""
@@ -93,6 +94,7 @@ def make_textbook_apps(config: FederatedConfig, clock: RoundClock) -> tuple[Serv
         loss, accuracy = model.evaluate(data.x_test, data.y_test, batch_size=512, verbose=0)
         end = time.perf_counter()
         clock.eval_end[server_round] = end
+        clock.monotonic_end[server_round] = time.monotonic()
         clock.eval_seconds[server_round] = end - start
         clock.accuracy[server_round] = float(accuracy)
         return MetricRecord({"loss": float(loss), "accuracy": float(accuracy)})
