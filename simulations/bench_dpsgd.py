@@ -67,6 +67,7 @@ from fedmodel.privacy.engine.dpsgd import DPSGDConfig, DPSGDModel
 from fedmodel.privacy.engine.taps import TappedForward, model_taps
 from fedmodel.privacy.mechanism import GaussianMechanism
 from fedmodel.zoo import available_models, build_model, get_spec
+from simulations.plotting import new_figure, save
 
 # Each implementation runs in a fresh process forked from a server that has already imported TensorFlow:
 # a clean graph and allocator per row, a hard time limit, and no second TensorFlow import.
@@ -437,13 +438,8 @@ def summary(results: Sequence[tuple[Setting, Sequence[Row]]]) -> str:
 
 def plot(results: Sequence[tuple[Setting, Sequence[Row]]], path: str) -> str:
     """Grouped bars: x non-private per model and DP implementation (log scale)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = [n for n in IMPLEMENTATIONS if not n.startswith("keras")]
-    fig, ax = plt.subplots(figsize=(max(8.0, 1.4 * len(results) + 3), 4.5))
+    fig, (ax,) = new_figure(1, (max(8.0, 1.4 * len(results) + 3), 4.5))
     width = 0.8 / len(names)
     for k, name in enumerate(names):
         xs, ys = [], []
@@ -461,11 +457,7 @@ def plot(results: Sequence[tuple[Setting, Sequence[Row]]], path: str) -> str:
     ax.set_title("DP-SGD cost per zoo model (lower is better; missing bar: skipped or failed)")
     ax.legend(fontsize=8)
     ax.grid(True, axis="y", which="both", alpha=0.3)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return str(save(fig, path))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from simulations.bench_federated import Outcome, run_part, steady, workload
+from simulations.plotting import new_figure, save
 
 IMPLEMENTATIONS: dict[str, str] = {
     "ours": "fedmodel on Flower",
@@ -160,12 +161,7 @@ def tables(cells: Sequence[Cell], limit: float | None, populations: Sequence[int
 
 def plot(cells: Sequence[Cell], limit: float | None, path: Path) -> Path:
     """Seconds per round, start-up and peak memory against the population, one line per implementation."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, axes = new_figure(3, (15, 4.2))
     panels = (
         ("seconds per round", lambda c: c.seconds),
         ("start-up to end of round 1 (s)", lambda c: c.startup),
@@ -186,11 +182,7 @@ def plot(cells: Sequence[Cell], limit: float | None, path: Path) -> Path:
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle("FedAvg, 10 clients per round, fixed work per round (synthetic 8x8, MLP 200-200)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

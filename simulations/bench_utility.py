@@ -32,7 +32,6 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from simulations.bench import stop_group
+from simulations.plotting import new_figure, save
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAKESPEARE_TEXT = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
@@ -215,24 +217,6 @@ def run_job(job: Job, *, timeout: float) -> Result:
     return _read(job, output, seconds)
 
 
-def stop_group(proc: subprocess.Popen[str]) -> None:
-    """SIGINT to the process group (Flower and Ray shut down), SIGKILL after 20 s."""
-    for sig, wait in ((signal.SIGINT, 20.0), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            if sig == signal.SIGINT:  # the leader is gone; make sure nothing it started lingers
-                os.killpg(proc.pid, signal.SIGKILL)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-        except ProcessLookupError:
-            return
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Tables and plot
 # ---------------------------------------------------------------------------------------------------------------
@@ -285,14 +269,9 @@ def tables(results: Sequence[Result], datasets: Sequence[str]) -> str:
 
 
 def plot(results: Sequence[Result], datasets: Sequence[str], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     groups = _group(results)
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.8), squeeze=False)
-    for ax, dataset in zip(axes[0], datasets, strict=True):
+    fig, axes = new_figure(len(datasets), (4.2 * len(datasets), 3.8))
+    for ax, dataset in zip(axes, datasets, strict=True):
         names = [n for n in ROW_ORDER if (dataset, n) in groups]
         for x, name in enumerate(names):
             accs = [r.accuracy for r in groups[(dataset, name)] if r.accuracy is not None]
@@ -308,11 +287,7 @@ def plot(results: Sequence[Result], datasets: Sequence[str], path: Path) -> Path
         ax.set_ylabel("test accuracy")
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle("Test accuracy, mean and spread over seeds (red: client-level DP)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -73,3 +73,11 @@ def test_bad_arguments_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
         assert expected in capsys.readouterr().err
     quick = bu.parse_args(["--quick"])
     assert (quick.datasets, quick.seeds, quick.rounds, quick.epochs) == (["digits"], [0], 2, 2)
+
+
+def test_plot_has_one_panel_per_dataset(tmp_path: Path) -> None:
+    runs = [bu.Result(d, n, s, accuracy=0.5 + 0.1 * s) for d in ("digits", "mnist5k") for n in ("central", "DP-FTRL")
+            for s in range(3)]  # fmt: skip
+    runs.append(bu.Result("mnist5k", "FedAvg IID", 0, error="x"))  # a failed row draws no bar and no error
+    png = bu.plot(runs, ["digits", "mnist5k"], tmp_path / "sub" / "utility_accuracy.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
