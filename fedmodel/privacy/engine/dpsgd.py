@@ -212,7 +212,8 @@ def at_least_one_example(x: tf.Tensor, y: tf.Tensor, mask: tf.Tensor) -> tuple[t
 
     def pad(t: tf.Tensor) -> tf.Tensor:
         first = tf.reshape(tf.stack([0, missing]), [1, 2])
-        return tf.pad(t, tf.concat([first, tf.zeros([t.shape.rank - 1, 2], tf.int32)], axis=0))
+        padded = tf.pad(t, tf.concat([first, tf.zeros([t.shape.rank - 1, 2], tf.int32)], axis=0))
+        return tf.ensure_shape(padded, [None, *t.shape[1:]])  # tf.pad by a tensor forgets every static dim
 
     return pad(x), pad(y), pad(mask)
 
