@@ -137,6 +137,7 @@ class Result:
     delta: float | None = None
     seconds: float | None = None
     error: str | None = None
+    reused: bool = False
 
 
 def jobs_for(datasets: Sequence[str], seeds: Sequence[int], *, root: Path, rounds: int | None,
@@ -185,7 +186,7 @@ def run_job(job: Job, *, timeout: float) -> Result:
     done = job.run_dir / "bench_result.json"
     if done.is_file():
         saved = json.loads(done.read_text())
-        return _read(job, saved["output"], saved["seconds"])
+        return dataclasses.replace(_read(job, saved["output"], saved["seconds"]), reused=True)
     if job.run_dir.exists():  # an earlier invocation stopped inside this run: start it afresh
         shutil.rmtree(job.run_dir)
     job.run_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -222,6 +223,20 @@ def run_job(job: Job, *, timeout: float) -> Result:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def majority_accuracy(dataset: str) -> float:
+    """Test accuracy of always predicting the test split's most frequent label (character, for Shakespeare)."""
+    import numpy as np
+
+    from fedmodel.data.registry import load_dataset
+
+    path = SHAKESPEARE_TEXT if dataset == "shakespeare" else None
+    labels = np.asarray(load_dataset(dataset, path=path, seq_len=80).y_test).ravel()
+    return float(np.bincount(labels).max() / labels.size)
+
+
+LEARNED_NOTHING = "†"
+
+
 def _group(results: Sequence[Result]) -> dict[tuple[str, str], list[Result]]:
     groups: dict[tuple[str, str], list[Result]] = {}
     for r in results:
@@ -233,13 +248,16 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float | None]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
-def cell(results: Sequence[Result]) -> str:
-    """``mean ± std`` of the accuracies (``n/k`` if some seeds failed), with epsilon for DP rows."""
+def cell(results: Sequence[Result], majority: float | None = None) -> str:
+    """``mean ± std`` of the accuracies (``n/k`` if some seeds failed), with epsilon for DP rows; marked
+    :data:`LEARNED_NOTHING` when the mean is within 0.01 of always predicting the most frequent label."""
     accs = [r.accuracy for r in results if r.accuracy is not None]
     if not accs:
         return "failed"
     mean, std = _mean_std(accs)
     text = f"{mean:.3f}" + (f" ± {std:.3f}" if std is not None else "")
+    if majority is not None and mean <= majority + 0.01:
+        text += f" {LEARNED_NOTHING}"
     if len(accs) < len(results):
         text += f" ({len(accs)}/{len(results)} seeds)"
     eps = [r.epsilon for r in results if r.epsilon is not None]
@@ -248,13 +266,17 @@ def cell(results: Sequence[Result]) -> str:
     return text
 
 
-def tables(results: Sequence[Result], datasets: Sequence[str]) -> str:
+def tables(results: Sequence[Result], datasets: Sequence[str], majority: dict[str, float] | None = None) -> str:
     groups = _group(results)
+    majority = majority or {}
     rows = [name for name in ROW_ORDER if any((d, name) in groups for d in datasets)]
     head = "| setting | " + " | ".join(datasets) + " |\n| --- |" + " --- |" * len(datasets)
     lines = [head]
+    if majority:
+        base = [f"{majority[d]:.3f}" if d in majority else "-" for d in datasets]
+        lines.append("| most frequent label (no training) | " + " | ".join(base) + " |")
     for name in rows:
-        cells = [cell(groups[(d, name)]) if (d, name) in groups else "n/a" for d in datasets]
+        cells = [cell(groups[(d, name)], majority.get(d)) if (d, name) in groups else "n/a" for d in datasets]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     summary = "\n".join(lines)
     detail = ["| dataset | setting | accuracy per seed | ε (δ) | wall s per run |", "| --- | --- | --- | --- | --- |"]
@@ -265,6 +287,11 @@ def tables(results: Sequence[Result], datasets: Sequence[str]) -> str:
         secs = [r.seconds for r in group if r.seconds is not None]
         shown = f"{statistics.median(secs):.0f}" if secs else "-"
         detail.append(f"| {dataset} | {name} | {per_seed} | {eps} | {shown} |")
+    if any(LEARNED_NOTHING in line for line in lines):
+        summary += (
+            f"\n\n{LEARNED_NOTHING}: no better than always predicting the most frequent label (within 0.01): "
+            "the model learned only the label frequencies in the rounds given."
+        )
     return summary + "\n\nEvery seed:\n\n" + "\n".join(detail)
 
 
@@ -352,6 +379,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("bench_utility: interrupted; finished runs are kept under --root and reused next time", file=sys.stderr)
         return 130
     rounds = {d: args.rounds or FEDERATED[d]["rounds"] for d in datasets}
+    majority = {d: majority_accuracy(d) for d in datasets}
+    reused = sum(r.reused for r in results)
     body = [
         "QUICK MODE: smoke run, not a measurement.\n" if args.quick else "",
         (
@@ -369,7 +398,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             + " epochs."
         ),
-        tables(results, datasets),
+        tables(results, datasets, majority),
+        (
+            f"{reused} of {len(results)} runs were reused from an earlier invocation (finished runs under "
+            "`--root`); their wall seconds are from when they ran."
+            if reused
+            else ""
+        ),
         "\n".join(f"- {s}" for s in skipped),
     ]
     failures = [r for r in results if r.error]

@@ -81,3 +81,18 @@ def test_plot_has_one_panel_per_dataset(tmp_path: Path) -> None:
     runs.append(bu.Result("mnist5k", "FedAvg IID", 0, error="x"))  # a failed row draws no bar and no error
     png = bu.plot(runs, ["digits", "mnist5k"], tmp_path / "sub" / "utility_accuracy.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_rows_no_better_than_the_most_frequent_label_are_marked() -> None:
+    runs = [bu.Result("shakespeare", "FedAvg IID", s, accuracy=0.1637) for s in range(3)]
+    runs += [bu.Result("shakespeare", "central", s, accuracy=0.37) for s in range(3)]
+    table = bu.tables(runs, ["shakespeare"], {"shakespeare": 0.1637})
+    assert "| most frequent label (no training) | 0.164 |" in table
+    assert f"| FedAvg IID | 0.164 ± 0.000 {bu.LEARNED_NOTHING} |" in table and "| central | 0.370 ± 0.000 |" in table
+    assert "learned only the label frequencies" in table
+    assert bu.LEARNED_NOTHING not in bu.tables(runs[3:], ["shakespeare"], {"shakespeare": 0.1637})
+
+
+def test_the_most_frequent_label_rate_of_the_embedded_sets() -> None:
+    assert bu.majority_accuracy("mnist5k") == pytest.approx(0.1)  # a class-balanced test split
+    assert 0.1 <= bu.majority_accuracy("digits") < 0.11
