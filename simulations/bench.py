@@ -178,7 +178,9 @@ def versions() -> str:
 def commit() -> str:
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True)
+        outputs = [":!BENCHMARKS.md", ":!docs/bench", ":!runs"]  # the suite's own outputs do not make it dirty
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", ".", *outputs], cwd=ROOT, capture_output=True,
+                               text=True)  # fmt: skip
     except OSError:
         return "unknown (no git)"
     if rev.returncode != 0:
@@ -249,7 +251,11 @@ def rewrite(path: Path, generated: str) -> None:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"of: {', '.join(SECTIONS)}")
+    parser.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f'of: {", ".join(SECTIONS)} ("": rewrite BENCHMARKS.md from the last results, run nothing)',
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run of every section (minutes)")
     parser.add_argument("--workdir", default=None, help="default: runs/bench (runs/bench-quick with --quick)")
     parser.add_argument("--out", default=None, help="default: BENCHMARKS.md (WORKDIR/BENCHMARKS.md with --quick)")
@@ -307,6 +313,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # written after every section, so that a long suite stopped later keeps what it measured
         rewrite(args.out, generated_part(collect(args.workdir, statuses), quick=args.quick, ran=list(statuses),
                                          started=started))  # fmt: skip
+    if not args.sections:  # --sections "": only rewrite BENCHMARKS.md from the sections' last results
+        rewrite(args.out, generated_part(collect(args.workdir, statuses), quick=args.quick, ran=[], started=started))
     print(f"[bench] wrote {args.out} (plots in {args.plots})", file=sys.stderr)
     return 0 if all(statuses.get(n) == "ok" for n in args.sections) else 1
 

@@ -181,3 +181,30 @@ def test_each_finished_section_is_written_and_a_failed_one_shows_no_stale_result
     code = bench.main(["--workdir", str(work), "--out", str(out), "--plots", str(tmp_path / "p"), "--sections", "good"])
     text = out.read_text()
     assert code == 0 and "sections run this time: good" in text and "Not available: not run" in text
+    # --sections "" runs nothing and rewrites BENCHMARKS.md from the last results
+    out.write_text("# Benchmarks\n\nold\n")
+    assert (
+        bench.main(["--workdir", str(work), "--out", str(out), "--plots", str(tmp_path / "p"), "--sections", ""]) == 0
+    )
+    text = out.read_text()
+    assert "sections run this time: none" in text and "| fake | good |" in text and "Earlier measurements" in text
+
+
+def test_the_suites_own_outputs_do_not_mark_the_commit_dirty(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    (repo / "docs" / "bench").mkdir(parents=True)
+    run = lambda *a: subprocess.run(["git", *a], cwd=repo, check=True, capture_output=True)  # noqa: E731
+    run("init", "-q")
+    (repo / "code.py").write_text("x = 1\n")
+    run("add", ".")
+    run("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    (repo / "BENCHMARKS.md").write_text("new\n")
+    (repo / "docs" / "bench" / "a.png").write_bytes(b"png")
+    original = bench.ROOT
+    try:
+        bench.ROOT = repo
+        assert "uncommitted" not in bench.commit()
+        (repo / "code.py").write_text("x = 2\n")
+        assert bench.commit().endswith("with uncommitted changes")
+    finally:
+        bench.ROOT = original
