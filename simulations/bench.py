@@ -196,7 +196,8 @@ def section_markdown(number: int, section: Section, result: dict[str, Any] | Non
     lines = [
         f"## {number}. {result['title']}",
         "",
-        f"Command: `{result['command']}` (started {result.get('started', '?')}, {minutes:.1f} min; {status}).",
+        f"Command: `{result['command']}` (started {result.get('started', '?')}, {minutes:.1f} min, commit "
+        f"{result.get('commit', 'not recorded')}; {status}).",
         "",
         result["markdown"].strip(),
     ]
@@ -215,7 +216,7 @@ def generated_part(
         "",
         f"- Machine: {machine()}",
         f"- Versions: {versions()}",
-        f"- Commit: {commit()}",
+        f"- Commit now: {commit()} (each section names the commit that measured it)",
         "",
         "Every figure below comes from the command above its table; ratios in one table were measured side by "
         "side in one run of one script. The machine is shared and has 2 cores: treat differences under ~10% "
@@ -308,6 +309,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                   file=sys.stderr)  # fmt: skip
             return 130
         previous.unlink(missing_ok=True)
+        if result.exists():  # which code measured it: sections kept from earlier runs keep their own commit
+            record = json.loads(result.read_text())
+            record.setdefault("commit", commit())
+            result.write_text(json.dumps(record, indent=2))
         statuses[name] = "ok" if code == 0 else f"exit code {code}, some rows failed: see {name}.log"
         print(f"[bench] {name}: {statuses[name]} ({seconds / 60:.1f} min)", file=sys.stderr, flush=True)
         # written after every section, so that a long suite stopped later keeps what it measured

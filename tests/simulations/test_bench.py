@@ -58,7 +58,7 @@ def test_generated_part_names_machine_versions_and_commit() -> None:
     assert "usable CPU cores" in text
     for package in ("tensorflow ", "tensorflow-privacy ", "tensorflow-federated ", "flwr ", "dp-accounting "):
         assert package in text
-    assert "Commit: " in text and "unknown" not in text.split("Commit: ")[1].split("\n")[0]
+    assert "Commit now: " in text and "unknown" not in text.split("Commit now: ")[1].split("\n")[0]
 
 
 def test_section_commands_pass_json_workdir_plots_and_quick(tmp_path: Path) -> None:
@@ -177,6 +177,8 @@ def test_each_finished_section_is_written_and_a_failed_one_shows_no_stale_result
     assert "Fake good" in text and "| fake | good |" in text
     assert "Stale bad" not in text and "Not available: exit code 3" in text
     assert "[fake] failing" in (work / "bad.log").read_text()
+    recorded = json.loads((work / "good.json").read_text())["commit"]  # the commit that measured the section
+    assert recorded == bench.commit() and f"commit {recorded};" in text
     # rerunning only the good section keeps the (now absent) bad one absent, and says which ran this time
     code = bench.main(["--workdir", str(work), "--out", str(out), "--plots", str(tmp_path / "p"), "--sections", "good"])
     text = out.read_text()
