@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import multiprocessing
 import os
 import platform
@@ -68,6 +67,7 @@ from fedmodel.privacy.engine.taps import TappedForward, model_taps
 from fedmodel.privacy.mechanism import GaussianMechanism
 from fedmodel.zoo import available_models, build_model, get_spec
 from simulations.plotting import new_figure, save
+from simulations.section import plot_link, write_section
 
 # Each implementation runs in a fresh process forked from a server that has already imported TensorFlow:
 # a clean graph and allocator per row, a hard time limit, and no second TensorFlow import.
@@ -491,29 +491,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not args.json:
         return
     body = [
-        "QUICK MODE: smoke run, not a measurement." if args.quick else "",
         "; ".join(header) + ".",
         summary(results),
     ]
     if args.plots:
         png = plot(results, os.path.join(args.plots, "dpsgd_cost.png"))
-        prefix = args.link_prefix if args.link_prefix is not None else args.plots
-        body.append(f"![DP-SGD step cost per model]({prefix}/{os.path.basename(png)})")
+        body.append(plot_link(args, png, "DP-SGD step cost per model"))
     body += [table(setting, rows).replace("### ", "#### ", 1) for setting, rows in results]
-    section = {
-        "section": "dpsgd",
-        "title": "DP-SGD: cost of one training step per zoo model",
-        "command": "uv run python -m simulations.bench_dpsgd" + (" --quick" if args.quick else ""),
-        "started": started,
-        "seconds": time.perf_counter() - start,
-        "markdown": "\n\n".join(b for b in body if b),
-        "data": [
-            {"setting": dataclasses.asdict(setting), "rows": [dataclasses.asdict(r) for r in rows]}
-            for setting, rows in results
-        ],
-    }
-    with open(args.json, "w") as handle:
-        json.dump(section, handle, indent=2)
+    data = [{"setting": dataclasses.asdict(s), "rows": [dataclasses.asdict(r) for r in rows]} for s, rows in results]
+    write_section(args.json, name="dpsgd", title="DP-SGD: cost of one training step per zoo model",
+                  command="uv run python -m simulations.bench_dpsgd", quick=args.quick, started=started, began=start,
+                  body=body, data=data)  # fmt: skip
 
 
 if __name__ == "__main__":

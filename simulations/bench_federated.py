@@ -70,6 +70,8 @@ from typing import Any
 
 import psutil
 
+from simulations.section import write_section
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 PARTS: tuple[str, ...] = ("central", "ours", "ours_tff", "scale", "textbook", "tff")
@@ -820,18 +822,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not args.json:
         print("\n".join(report))
         return
-    section = {
-        "section": "rounds",
-        "title": f"Seconds per round on {args.dataset}: McMahan et al.'s FedAvg workload, five implementations",
-        "command": "uv run python -m simulations.bench_federated --skip scale" + (" --quick" if args.quick else ""),
-        "started": started,
-        "seconds": time.perf_counter() - start,
-        "markdown": "\n\n".join(
-            ["QUICK MODE: smoke run, not a measurement.\n" if args.quick else "", *header, *report]
-        ),
-        "data": {name: dataclasses.asdict(out) | {"log": str(out.log)} for name, out in outcomes.items()},
-    }
-    Path(args.json).write_text(json.dumps(section, indent=2, default=str))
+    write_section(
+        args.json,
+        name="rounds",
+        title=f"Seconds per round on {args.dataset}: McMahan et al.'s FedAvg workload, five implementations",
+        command="uv run python -m simulations.bench_federated --skip scale",
+        quick=args.quick,
+        started=started,
+        began=start,
+        body=[*header, *report],
+        data={name: dataclasses.asdict(out) | {"log": str(out.log)} for name, out in outcomes.items()},
+    )
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import tempfile
 import time
@@ -43,6 +42,7 @@ from typing import Any
 
 from simulations.bench_federated import Outcome, run_part, steady, workload
 from simulations.plotting import new_figure, save
+from simulations.section import markdown, plot_link, write_section
 
 IMPLEMENTATIONS: dict[str, str] = {
     "ours": "fedmodel on Flower",
@@ -261,7 +261,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             if out.leftover:
                 print(f"{label}: terminated leftover processes {', '.join(out.leftover)}", file=sys.stderr)
     body = [
-        "QUICK MODE: smoke run, not a measurement.\n" if args.quick else "",
         (
             f"Workload: synthetic 8x8 images, 10 classes, {args.per_client} examples per client, 10 clients per "
             "round, 5 local epochs at batch 10, SGD 0.1, MLP (200, 200), FedAvg, no DP; "
@@ -277,27 +276,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                      f"clients: {c.error}" for c in failures))  # fmt: skip
     if args.plots:
         png = plot(cells, limit, Path(args.plots) / "scale.png")
-        prefix = args.link_prefix if args.link_prefix is not None else args.plots
-        body.append(f"![seconds per round, start-up and memory against clients]({prefix}/{png.name})")
-    markdown = "\n\n".join(part for part in body if part)
-    command = "uv run python -m simulations.bench_scale" + (" --quick" if args.quick else "")
-    section = {
-        "section": "scale",
-        "title": "Seconds per round from 10 to 100,000 clients",
-        "command": command,
-        "started": started,
-        "seconds": time.perf_counter() - began,
-        "markdown": markdown,
-        "data": {
-            "limit": limit,
-            "cells": [dataclasses.asdict(c) for c in cells],
-            "workdir": str(workdir),
-        },
-    }
+        body.append(plot_link(args, png, "seconds per round, start-up and memory against clients"))
     if args.json:
-        Path(args.json).write_text(json.dumps(section, indent=2))
+        write_section(args.json, name="scale", title="Seconds per round from 10 to 100,000 clients",
+                      command="uv run python -m simulations.bench_scale", quick=args.quick, started=started,
+                      began=began, body=body, data={"limit": limit, "cells": [dataclasses.asdict(c) for c in cells],
+                                                    "workdir": str(workdir)})  # fmt: skip
     else:
-        print(markdown)
+        print(markdown(body, quick=args.quick))
     return 1 if failures or central.error else 0
 
 

@@ -42,6 +42,7 @@ from typing import Any
 
 from simulations.bench import stop_group
 from simulations.plotting import new_figure, save
+from simulations.section import markdown, plot_link, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAKESPEARE_TEXT = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
@@ -382,7 +383,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     majority = {d: majority_accuracy(d) for d in datasets}
     reused = sum(r.reused for r in results)
     body = [
-        "QUICK MODE: smoke run, not a measurement.\n" if args.quick else "",
         (
             "Test accuracy on the held-out test split after the last round (mean ± sample std over seeds "
             f"{', '.join(map(str, args.seeds))}; ε: the run ledger's client-level epsilon at δ, RDP). Rounds: "
@@ -413,28 +413,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                      for r in failures))  # fmt: skip
     if args.plots and any(r.accuracy is not None for r in results):
         png = plot(results, datasets, Path(args.plots) / "utility_accuracy.png")
-        prefix = args.link_prefix if args.link_prefix is not None else args.plots
-        body.append(f"![test accuracy per setting and dataset]({prefix}/{png.name})")
+        body.append(plot_link(args, png, "test accuracy per setting and dataset"))
     seen: dict[tuple[str, str], str] = {}
     for job in jobs:  # one command per (dataset, setting): the seed's value is the only difference
         seen.setdefault((job.dataset, job.setting.name), job.shown_command())
     body.append(f"Commands (seed {args.seeds[0]} shown; the others differ only in `seed`):\n\n"
                 + "\n".join(f"    {c}" for c in seen.values()))  # fmt: skip
-    markdown = "\n\n".join(part for part in body if part)
-    command = "uv run python -m simulations.bench_utility" + (" --quick" if args.quick else "")
-    section = {
-        "section": "utility",
-        "title": "Utility: central, FedAvg, DP-FedAvg and DP-FTRL",
-        "command": command,
-        "started": started,
-        "seconds": time.perf_counter() - began,
-        "markdown": markdown,
-        "data": {"results": [dataclasses.asdict(r) for r in results], "root": str(root), "skipped": skipped},
-    }
     if args.json:
-        Path(args.json).write_text(json.dumps(section, indent=2))
+        write_section(args.json, name="utility", title="Utility: central, FedAvg, DP-FedAvg and DP-FTRL",
+                      command="uv run python -m simulations.bench_utility", quick=args.quick, started=started,
+                      began=began, body=body, data={"results": [dataclasses.asdict(r) for r in results],
+                                                    "root": str(root), "skipped": skipped})  # fmt: skip
     else:
-        print(markdown)
+        print(markdown(body, quick=args.quick))
     return 1 if failures else 0
 
 
